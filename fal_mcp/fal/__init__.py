@@ -1,0 +1,1 @@
+"""The fal platform client. Knows nothing of MCP."""
