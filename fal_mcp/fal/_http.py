@@ -1,0 +1,244 @@
+"""The one HTTP layer every fal API goes through: a pooled client, auth, retries and error mapping.
+
+Nothing above this module touches ``httpx2`` exceptions or status codes; they see the errors in
+:mod:`fal_mcp.fal.errors` and parsed JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import anyio
+import httpx2
+
+from fal_mcp import __version__
+from fal_mcp.fal.auth import HOW_TO_FIX, FalCredentials
+from fal_mcp.fal.errors import (
+    FalAPIError,
+    FalConnectionError,
+    FalError,
+    FalTimeoutError,
+    NotConfiguredError,
+    make_api_error,
+)
+from fal_mcp.fal.hosts import FalHosts
+from fal_mcp.fal.retry import RetryMode, RetryPolicy
+from fal_mcp.log import get_logger
+
+log = get_logger(__name__)
+
+Role = Literal["queue", "run", "rest", "cdn", "platform", "openapi"]
+AuthMode = Literal["key", "optional", "none"]
+
+DEFAULT_TIMEOUT = httpx2.Timeout(60.0, connect=10.0)
+USER_AGENT = f"fal-mcp/{__version__}"
+
+
+def _safe_url(url: str | httpx2.URL) -> str:
+    """URL for logs and messages: no query string (it may carry tokens)."""
+    parts = urlsplit(str(url))
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _json_or_text(response: httpx2.Response) -> tuple[Any, str]:
+    text = response.text
+    if "json" in response.headers.get("content-type", "") or text[:1] in '{["':
+        try:
+            return json.loads(text), text
+        except ValueError:
+            pass
+    return None, text
+
+
+class FalHTTP:
+    """Owns the process's pooled ``httpx2.AsyncClient`` and sends every request to fal.
+
+    The key is only ever attached to URLs on the configured fal hosts.
+    """
+
+    def __init__(
+        self,
+        *,
+        hosts: FalHosts | None = None,
+        credentials: FalCredentials | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: httpx2.Timeout = DEFAULT_TIMEOUT,
+        verify: ssl.SSLContext | bool = True,
+        http_client: httpx2.AsyncClient | None = None,
+        not_configured_reason: str | None = None,
+    ) -> None:
+        self.hosts = hosts or FalHosts()
+        self.credentials = credentials
+        self.retry = retry or RetryPolicy()
+        self._not_configured_reason = not_configured_reason
+        self._owns_client = http_client is None
+        self.client = http_client or httpx2.AsyncClient(
+            timeout=timeout,
+            verify=verify,
+            headers={"User-Agent": USER_AGENT},
+            limits=httpx2.Limits(max_connections=256, max_keepalive_connections=64),
+            follow_redirects=False,
+        )
+        self.requests_sent = 0  # every request put on the wire, retries included (for tests and benchmarks)
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def __aenter__(self) -> FalHTTP:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def url(self, role: Role, path: str = "") -> str:
+        base = getattr(self.hosts, role)
+        if not path:
+            return base
+        return f"{base}/{path.lstrip('/')}"
+
+    def auth_headers(self, auth: AuthMode, url: str) -> dict[str, str]:
+        if auth == "none":
+            return {}
+        if self.credentials is None:
+            if auth == "optional":
+                return {}
+            raise NotConfiguredError(self._not_configured_reason or f"fal is not configured: no FAL_KEY. {HOW_TO_FIX}")
+        if not self.hosts.owns_url(url):
+            raise FalError(f"refusing to send the fal key to {_safe_url(url)}: it is not a configured fal host")
+        return {"Authorization": self.credentials.authorization()}
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        mode: RetryMode,
+        auth: AuthMode = "key",
+        params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+        json_body: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: httpx2.Timeout | float | None = None,
+    ) -> httpx2.Response:
+        """Send with the retry policy; return a 2xx response (body read) or raise a :class:`FalError`."""
+        all_headers = {**(headers or {}), **self.auth_headers(auth, url)}
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.requests_sent += 1
+                response = await self.client.request(
+                    method,
+                    url,
+                    params=params,
+                    json=json_body,
+                    content=content,
+                    headers=all_headers,
+                    timeout=timeout if timeout is not None else httpx2.USE_CLIENT_DEFAULT,
+                )
+            except httpx2.TransportError as exc:
+                if attempt < self.retry.max_attempts and self.retry.should_retry_exception(mode, exc):
+                    await self._backoff(method, url, attempt, None, type(exc).__name__)
+                    continue
+                raise self.transport_error(exc, url) from None
+            if response.is_success:
+                return response
+            body, text = _json_or_text(response)
+            if attempt < self.retry.max_attempts and self.retry.should_retry_response(
+                mode, response.status_code, response.headers, text
+            ):
+                retry_after = self.retry.retry_after(response.headers)
+                await self._backoff(method, url, attempt, retry_after, response.status_code)
+                continue
+            raise make_api_error(response.status_code, response.headers, body, text)
+
+    async def request_json(self, method: str, url: str, **kwargs: Any) -> Any:
+        response = await self.request(method, url, **kwargs)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise FalAPIError(
+                f"fal answered {method} {_safe_url(url)} with a body that is not JSON",
+                status_code=response.status_code,
+                request_id=response.headers.get("x-fal-request-id"),
+            ) from exc
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        mode: RetryMode,
+        auth: AuthMode = "key",
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: httpx2.Timeout | float | None = None,
+    ) -> AsyncIterator[httpx2.Response]:
+        """Open a streaming response (SSE, downloads). Retries apply only until a 2xx response starts."""
+        all_headers = {**(headers or {}), **self.auth_headers(auth, url)}
+        attempt = 0
+        while True:
+            attempt += 1
+            request = self.client.build_request(
+                method,
+                url,
+                params=params,
+                json=json_body,
+                headers=all_headers,
+                timeout=timeout if timeout is not None else httpx2.USE_CLIENT_DEFAULT,
+            )
+            try:
+                self.requests_sent += 1
+                response = await self.client.send(request, stream=True)
+            except httpx2.TransportError as exc:
+                if attempt < self.retry.max_attempts and self.retry.should_retry_exception(mode, exc):
+                    await self._backoff(method, url, attempt, None, type(exc).__name__)
+                    continue
+                raise self.transport_error(exc, url) from None
+            try:
+                if not response.is_success:
+                    await response.aread()
+                    body, text = _json_or_text(response)
+                    if attempt < self.retry.max_attempts and self.retry.should_retry_response(
+                        mode, response.status_code, response.headers, text
+                    ):
+                        retry_after = self.retry.retry_after(response.headers)
+                        await response.aclose()
+                        await self._backoff(method, url, attempt, retry_after, response.status_code)
+                        continue
+                    raise make_api_error(response.status_code, response.headers, body, text)
+                try:
+                    yield response
+                except httpx2.TransportError as exc:
+                    raise self.transport_error(exc, url) from None
+                return
+            finally:
+                await response.aclose()
+
+    def transport_error(self, exc: Exception, url: str) -> FalConnectionError:
+        where = _safe_url(url)
+        if isinstance(exc, httpx2.TimeoutException):
+            return FalTimeoutError(f"fal did not answer in time ({type(exc).__name__}) at {where}")
+        return FalConnectionError(f"could not reach fal at {where}: {type(exc).__name__}: {exc}")
+
+    async def _backoff(self, method: str, url: str, attempt: int, retry_after: float | None, why: object) -> None:
+        delay = self.retry.delay(attempt, retry_after)
+        log.info(
+            "fal.retry",
+            method=method,
+            url=_safe_url(url),
+            attempt=attempt,
+            reason=str(why),
+            delay_s=round(delay, 3),
+        )
+        await anyio.sleep(delay)

@@ -1,0 +1,80 @@
+"""The retry policy, in one place: what may be sent again, and how long to wait first.
+
+Follows what fal's official clients retry (fal-protocol.md §9.4), plus ``Retry-After`` when fal sends it.
+A submit is only re-sent when it provably never reached fal: a connection that was never made, or an
+explicit refusal (429, an edge-proxy 5xx without a request id). A submit whose answer was lost after it
+was sent is *not* retried here — the queue client reconciles it through fal's request history instead.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httpx2
+
+from fal_mcp.fal.errors import is_ingress_error, parse_retry_after
+
+
+class RetryMode(enum.Enum):
+    IDEMPOTENT = "idempotent"  # reads, cancel, uploads of a whole body: safe to send again
+    SUBMIT = "submit"  # creates a paid job: only when it cannot have reached fal
+    NONE = "none"  # never (e.g. direct runs: fal never retries them either)
+
+
+# Raised before a single byte of the request left this machine.
+NOT_SENT_ERRORS: tuple[type[Exception], ...] = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+
+_ALWAYS_RETRY_STATUS = frozenset({408, 429})
+_IDEMPOTENT_RETRY_STATUS = frozenset({408, 409, 429, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 6
+    base_delay: float = 0.25
+    max_delay: float = 10.0
+    max_retry_after: float = 60.0
+    jitter: float = 0.25
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
+        if retry_after is not None and 0 <= retry_after <= self.max_retry_after:
+            return retry_after
+        backoff = min(self.base_delay * (2 ** (attempt - 1)), self.max_delay)
+        return backoff * random.uniform(1 - self.jitter, 1 + self.jitter)
+
+    def should_retry_response(self, mode: RetryMode, status_code: int, headers: Mapping[str, str], text: str) -> bool:
+        if mode is RetryMode.NONE:
+            return False
+        lower = {k.lower(): v for k, v in headers.items()}
+        if lower.get("x-fal-request-timeout-type"):
+            return False  # the caller's own start timeout expired; sending again cannot help
+        needs_retry = (lower.get("x-fal-needs-retry") or lower.get("x-fal-retryable") or "").strip().lower()
+        if needs_retry in ("0", "false", "no"):
+            return False
+        if status_code in _ALWAYS_RETRY_STATUS or is_ingress_error(status_code, lower, text):
+            return True
+        if mode is RetryMode.SUBMIT:
+            # A non-2xx answer means fal did not queue it; only transient refusals are worth repeating.
+            return status_code == 503
+        return status_code in _IDEMPOTENT_RETRY_STATUS or needs_retry in ("1", "true", "yes")
+
+    def should_retry_exception(self, mode: RetryMode, exc: Exception) -> bool:
+        if mode is RetryMode.NONE:
+            return False
+        if isinstance(exc, NOT_SENT_ERRORS):
+            return True
+        return mode is RetryMode.IDEMPOTENT and isinstance(exc, httpx2.TransportError)
+
+    @staticmethod
+    def retry_after(headers: Mapping[str, str]) -> float | None:
+        lower = {k.lower(): v for k, v in headers.items()}
+        if "retry-after-ms" in lower:
+            try:
+                return max(0.0, float(lower["retry-after-ms"]) / 1000)
+            except ValueError:
+                pass
+        return parse_retry_after(lower.get("retry-after"))
