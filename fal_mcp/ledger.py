@@ -1,0 +1,739 @@
+"""The job ledger: a local SQLite record of every paid request, so none is ever lost or paid twice.
+
+Every submit is written down *before* it is sent (an "intent"), then tied to fal's request id when
+fal answers, then kept current as the job runs. A crash at any point leaves a row behind: a known
+request id can still be polled after a restart, and an intent whose answer was lost is reconciled
+through fal's request history. Identical submits re-attach to a running or recently finished job
+(:meth:`Ledger.find_reusable`) instead of paying again.
+
+Rows belong to an ``owner``: an opaque string the server derives from the caller's credentials (the
+ledger never sees keys). Every read and every update by request id is filtered by owner, so in
+multi-user HTTP mode two users' jobs never mix.
+
+One connection per :class:`Ledger`, guarded by a lock. Every method but the blocking constructor
+:meth:`Ledger.open` is async and runs its SQL in a worker thread: a write can wait up to the busy
+timeout while another process (the stdio server and an HTTP server may share the file) holds the
+write lock, and the event loop must never block on that. The write itself costs tens of
+microseconds (WAL, ``synchronous=NORMAL``: no fsync per commit).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+import platformdirs
+from pydantic import BaseModel, ConfigDict, computed_field
+
+from fal_mcp.digest import canonical_json, input_digest
+from fal_mcp.log import get_logger
+from fal_mcp.redact import redact
+
+logger = get_logger("fal_mcp.ledger")
+
+LEDGER_ENV = "FAL_MCP_LEDGER"
+PLUGIN_DATA_ENV = "CLAUDE_PLUGIN_DATA"
+LEDGER_FILENAME = "ledger.sqlite3"
+
+INTENT_PREFIX = "intent_"  # "_" is not allowed in fal request ids, so an intent id is never sent to fal.
+SUBMIT_FAILED = "submit_failed"
+
+PREVIEW_LIMIT = 2048
+PREVIEW_STRING_LIMIT = 200
+MAX_RESULT_URLS = 50
+MAX_LIST_LIMIT = 500
+DEFAULT_BUSY_TIMEOUT = 5.0
+
+_T = TypeVar("_T")
+
+
+class LedgerError(Exception):
+    """The ledger cannot be used (corrupt, locked, unwritable, newer schema) or a row is missing.
+
+    Messages say what to do; the server logs them and carries on without persistence.
+    """
+
+
+class JobNotFoundError(LedgerError, LookupError):
+    """No row with that intent id."""
+
+
+class JobStatus(StrEnum):
+    """fal's three queue states plus what only the ledger knows (before fal answered, failure, cancel)."""
+
+    SUBMITTING = "SUBMITTING"
+    IN_QUEUE = "IN_QUEUE"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    UNKNOWN = "UNKNOWN"
+
+
+RUNNING = frozenset({JobStatus.SUBMITTING, JobStatus.IN_QUEUE, JobStatus.IN_PROGRESS})
+TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+_EVERY_STATE_BUT_SUBMITTING = frozenset(JobStatus) - {JobStatus.SUBMITTING}
+
+# Which status may follow which. Running states never come back once a job is terminal. Among the
+# terminal ones a later fact may refine an earlier one: a COMPLETED status whose result turns out to
+# be an error becomes FAILED, and a cancel that lost the race becomes COMPLETED/FAILED. FAILED is
+# final: fal reports failures as COMPLETED, so a later COMPLETED poll must not undo it.
+_ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.SUBMITTING: frozenset(JobStatus),
+    JobStatus.IN_QUEUE: _EVERY_STATE_BUT_SUBMITTING,
+    JobStatus.IN_PROGRESS: _EVERY_STATE_BUT_SUBMITTING,  # incl. IN_QUEUE: fal re-queues when a runner dies
+    JobStatus.UNKNOWN: _EVERY_STATE_BUT_SUBMITTING,
+    JobStatus.COMPLETED: frozenset({JobStatus.COMPLETED, JobStatus.FAILED}),
+    JobStatus.CANCELLED: frozenset({JobStatus.CANCELLED, JobStatus.COMPLETED, JobStatus.FAILED}),
+    JobStatus.FAILED: frozenset({JobStatus.FAILED}),
+}
+
+# `list(status=...)` accepts a JobStatus or one of these groups.
+STATUS_GROUPS: dict[str, frozenset[JobStatus]] = {
+    "running": RUNNING,
+    "finished": TERMINAL,
+}
+
+
+def _iso(timestamp: float | None) -> str | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+class JobRecord(BaseModel):
+    """One submitted (or about to be submitted) request, as the ledger last knew it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str  # local id minted at intent time (``intent_…``); stable for the row's whole life
+    request_id: str | None  # fal's id, once fal answered
+    endpoint_id: str
+    owner: str
+    input_digest: str
+    input_preview: str
+    status: JobStatus
+    queue_position: int | None = None
+    error: str | None = None
+    error_type: str | None = None
+    result_urls: list[str] = []
+    cost_estimate_usd: float | None = None
+    origin_tool: str
+    webhook_url: str | None = None
+    created_at: float
+    updated_at: float
+    completed_at: float | None = None  # when the job reached any terminal state
+
+    @property
+    def is_running(self) -> bool:
+        return self.status in RUNNING
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def created(self) -> str:
+        """ISO-8601 UTC, for people and models reading ``jobs_list``."""
+        return _iso(self.created_at) or ""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def updated(self) -> str:
+        return _iso(self.updated_at) or ""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def completed(self) -> str | None:
+        return _iso(self.completed_at)
+
+
+# --- paths -------------------------------------------------------------------------------------------
+
+
+def _env_path(value: str | None) -> str | None:
+    """A usable path from the environment: not empty, not an unexpanded ``${VAR}`` template."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or "${" in value:
+        return None
+    return value
+
+
+def default_ledger_path(env: Mapping[str, str] = os.environ) -> Path:
+    """Where the ledger lives: ``$FAL_MCP_LEDGER`` (a full path), else the plugin data dir, else the user state dir.
+
+    Claude Code plugins get ``${CLAUDE_PLUGIN_DATA}``; a host that does not expand it passes the
+    template through literally, which must not become a directory named ``${CLAUDE_PLUGIN_DATA}``.
+    """
+    explicit = _env_path(env.get(LEDGER_ENV))
+    if explicit is not None:
+        return Path(explicit).expanduser()
+    plugin_data = _env_path(env.get(PLUGIN_DATA_ENV))
+    if plugin_data is not None:
+        return Path(plugin_data).expanduser() / LEDGER_FILENAME
+    return platformdirs.user_state_path("fal-mcp") / LEDGER_FILENAME
+
+
+# --- what gets stored --------------------------------------------------------------------------------
+
+_DATA_URI = re.compile(r"^data:([^;,]*)[;,]")
+
+
+def _shorten(value: Any) -> Any:
+    """Replace long strings (data URIs, pasted text) by a stub that says how long they were."""
+    if isinstance(value, str):
+        if value.startswith("data:"):
+            match = _DATA_URI.match(value)
+            mime = match.group(1) if match else ""
+            return f"data:{mime}… ({len(value)} chars)"
+        if len(value) > PREVIEW_STRING_LIMIT:
+            return f"{value[:PREVIEW_STRING_LIMIT]}… (+{len(value) - PREVIEW_STRING_LIMIT} chars)"
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _shorten(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_shorten(v) for v in value]
+    return value
+
+
+def input_preview(value: Any, limit: int = PREVIEW_LIMIT) -> str:
+    """Canonical JSON of an input, long strings stubbed, redacted, at most ``limit`` characters.
+
+    Enough for ``jobs_list`` to show what a job was; never the megabytes of an inlined image.
+    """
+    text = redact(canonical_json(_shorten(value)))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _is_result_url(value: str) -> bool:
+    return value.startswith(("https://", "http://")) and len(value) <= 4096 and not any(c.isspace() for c in value)
+
+
+def extract_result_urls(output: Any, limit: int = MAX_RESULT_URLS) -> list[str]:
+    """Every http(s) URL in a fal output (File/Image ``{"url": …}`` dicts, ``video_url`` strings, …).
+
+    Depth-first in document order, de-duplicated, at most ``limit``; data URIs are not URLs to keep.
+    """
+    found: dict[str, None] = {}
+
+    def walk(node: Any, depth: int) -> None:
+        if len(found) >= limit or depth > 32:
+            return
+        if isinstance(node, str):
+            if _is_result_url(node):
+                found.setdefault(node)
+        elif isinstance(node, Mapping):
+            for child in node.values():
+                walk(child, depth + 1)
+        elif isinstance(node, (list, tuple)):
+            for child in node:
+                walk(child, depth + 1)
+
+    walk(output, 0)
+    return list(found)[:limit]
+
+
+# --- schema ------------------------------------------------------------------------------------------
+
+# Append a new entry for every schema change; never edit a released one.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """
+        CREATE TABLE jobs (
+            job_id            TEXT PRIMARY KEY,
+            request_id        TEXT,
+            owner             TEXT NOT NULL,
+            endpoint_id       TEXT NOT NULL,
+            input_digest      TEXT NOT NULL,
+            input_preview     TEXT NOT NULL,
+            status            TEXT NOT NULL,
+            queue_position    INTEGER,
+            error             TEXT,
+            error_type        TEXT,
+            result_urls       TEXT NOT NULL DEFAULT '[]',
+            cost_estimate_usd REAL,
+            origin_tool       TEXT NOT NULL,
+            webhook_url       TEXT,
+            created_at        REAL NOT NULL,
+            updated_at        REAL NOT NULL,
+            completed_at      REAL
+        )
+        """,
+        "CREATE UNIQUE INDEX jobs_owner_request ON jobs (owner, request_id) WHERE request_id IS NOT NULL",
+        "CREATE INDEX jobs_owner_created ON jobs (owner, created_at)",
+        "CREATE INDEX jobs_reuse ON jobs (owner, endpoint_id, input_digest)",
+    ),
+}
+SCHEMA_VERSION = max(_MIGRATIONS)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the file up to :data:`SCHEMA_VERSION` in one transaction; refuse files from a newer fal-mcp."""
+    with _transaction(conn):
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+        )
+        current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+        if current > SCHEMA_VERSION:
+            raise LedgerError(
+                f"the job ledger was written by a newer fal-mcp (schema {current}, this one knows {SCHEMA_VERSION}); "
+                f"upgrade fal-mcp or set {LEDGER_ENV} to another path"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[version]:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (version, time.time()))
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction that takes the write lock up front, so read-modify-write is atomic across processes."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+_COLUMNS = tuple(JobRecord.model_fields)
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
+
+
+def _record(row: sqlite3.Row) -> JobRecord:
+    data = dict(zip(_COLUMNS, row, strict=True))
+    data["result_urls"] = json.loads(data["result_urls"])
+    return JobRecord.model_validate(data)
+
+
+def _statuses(status: str | None) -> frozenset[JobStatus] | None:
+    if status is None:
+        return None
+    key = status.strip()
+    if key.lower() in STATUS_GROUPS:
+        return STATUS_GROUPS[key.lower()]
+    try:
+        return frozenset({JobStatus(key.upper())})
+    except ValueError:
+        choices = ", ".join([*STATUS_GROUPS, *JobStatus])
+        raise ValueError(f"unknown job status {status!r}; use one of: {choices}") from None
+
+
+def _placeholders(values: Iterable[Any]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+# --- the ledger --------------------------------------------------------------------------------------
+
+
+class Ledger:
+    """The job ledger on one SQLite file: ``Ledger.open(path)`` (blocking), then ``await ledger.close()``."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._clock = clock
+        self.path = path
+
+    # -- lifecycle --
+
+    @classmethod
+    def open(
+        cls,
+        path: Path | str | None = None,
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+    ) -> Ledger:
+        """Open (creating, migrating) the ledger at ``path`` (default :func:`default_ledger_path`).
+
+        Blocking, like any constructor of a file-backed thing: from async code, call it through
+        ``anyio.to_thread.run_sync``. Raises :class:`LedgerError` with advice when the file is
+        corrupt, locked or cannot be created; the server then runs without persistence.
+        """
+        resolved = Path(path) if path is not None else default_ledger_path()
+        conn = _connect(resolved, busy_timeout)
+        logger.debug("ledger opened", path=str(resolved))
+        return cls(conn, resolved, clock)
+
+    async def close(self) -> None:
+        def close() -> None:
+            with self._lock:
+                self._conn.close()
+
+        await anyio.to_thread.run_sync(close)
+
+    async def __aenter__(self) -> Ledger:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _run(self, fn: Callable[[sqlite3.Connection, float], _T]) -> _T:
+        """Run ``fn(conn, now)`` in a worker thread under the lock; sqlite errors become :class:`LedgerError`."""
+
+        def call() -> _T:
+            with self._lock:
+                try:
+                    return fn(self._conn, self._clock())
+                except sqlite3.Error as exc:
+                    raise LedgerError(_advice(self.path, exc)) from exc
+
+        return await anyio.to_thread.run_sync(call)
+
+    # -- submission intents --
+
+    async def record_intent(
+        self,
+        endpoint_id: str,
+        owner: str,
+        input: Any,
+        origin_tool: str,
+        *,
+        webhook_url: str | None = None,
+        cost_estimate_usd: float | None = None,
+        digest: str | None = None,
+    ) -> str:
+        """Write a ``SUBMITTING`` row *before* the submit is sent; returns its intent id (``intent_…``).
+
+        ``digest`` overrides the input's own digest when "the same request" means more than the JSON
+        (e.g. local files uploaded to fresh URLs are identified by path, size and mtime instead).
+        """
+        job_id = INTENT_PREFIX + uuid.uuid4().hex
+        digest = digest or input_digest(input)
+        preview = input_preview(input)
+
+        def insert(conn: sqlite3.Connection, now: float) -> None:
+            conn.execute(
+                """INSERT INTO jobs (job_id, owner, endpoint_id, input_digest, input_preview, status,
+                                     cost_estimate_usd, origin_tool, webhook_url, created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    job_id,
+                    owner,
+                    endpoint_id,
+                    digest,
+                    preview,
+                    JobStatus.SUBMITTING,
+                    cost_estimate_usd,
+                    origin_tool,
+                    webhook_url,
+                    now,
+                    now,
+                ),
+            )
+
+        await self._run(insert)
+        return job_id
+
+    async def attach_request_id(
+        self,
+        intent_id: str,
+        request_id: str,
+        status: JobStatus | str = JobStatus.IN_QUEUE,
+        queue_position: int | None = None,
+    ) -> JobRecord:
+        """fal answered the submit: tie the intent to its request id.
+
+        fal's answer is the fact, so this also revives an intent that was marked failed/unknown
+        (reconciliation found it in fal's history after all). Attaching the same id again is an
+        ordinary monotonic status update; attaching a different one is refused.
+        """
+        new = JobStatus(status)
+
+        def attach(conn: sqlite3.Connection, now: float) -> JobRecord:
+            with _transaction(conn):
+                row = _get_intent(conn, intent_id)
+                if row.request_id is not None and row.request_id != request_id:
+                    raise LedgerError(f"intent {intent_id} is already attached to request {row.request_id}")
+                if row.request_id == request_id:
+                    _apply_status(conn, row, new, now, queue_position=queue_position)
+                else:
+                    conn.execute(
+                        """UPDATE jobs SET request_id = ?, status = ?, queue_position = ?, error = NULL,
+                                          error_type = NULL, completed_at = ?, updated_at = ?
+                           WHERE job_id = ?""",
+                        (
+                            request_id,
+                            new,
+                            queue_position if new == JobStatus.IN_QUEUE else None,
+                            now if new in TERMINAL else None,
+                            now,
+                            intent_id,
+                        ),
+                    )
+                return _get_intent(conn, intent_id)
+
+        return await self._run(attach)
+
+    async def mark_intent_failed(self, intent_id: str, error: str, *, error_type: str = SUBMIT_FAILED) -> JobRecord:
+        """The submit definitely did not reach fal (refused before queueing, connection never made).
+
+        The row is kept as ``FAILED`` rather than deleted: ``jobs_list`` then tells the agent its
+        attempt failed and why, and retention removes it like any other row. No-op once a request id
+        is attached (fal has the job, whatever the caller believed).
+        """
+        return await self._finish_intent(intent_id, JobStatus.FAILED, error, error_type)
+
+    async def mark_intent_unknown(self, intent_id: str, error: str) -> JobRecord:
+        """Reconciliation could not tell whether fal got the submit; stop retrying and say so in ``jobs_list``."""
+        return await self._finish_intent(intent_id, JobStatus.UNKNOWN, error, "submit_outcome_unknown")
+
+    async def _finish_intent(self, intent_id: str, status: JobStatus, error: str, error_type: str) -> JobRecord:
+        def finish(conn: sqlite3.Connection, now: float) -> JobRecord:
+            with _transaction(conn):
+                conn.execute(
+                    """UPDATE jobs SET status = ?, error = ?, error_type = ?, updated_at = ?,
+                                      completed_at = CASE WHEN ? THEN ? END
+                       WHERE job_id = ? AND request_id IS NULL AND status = ?""",
+                    (status, redact(error), error_type, now, status in TERMINAL, now, intent_id, JobStatus.SUBMITTING),
+                )
+                return _get_intent(conn, intent_id)
+
+        return await self._run(finish)
+
+    async def unresolved_intents(self, owner: str, older_than: float = 0.0) -> list[JobRecord]:
+        """Intents still ``SUBMITTING`` without a request id, created at least ``older_than`` seconds ago, oldest first.
+
+        Their submit may or may not have reached fal; the server reconciles them through fal's
+        request history (then :meth:`attach_request_id`, :meth:`mark_intent_failed` or
+        :meth:`mark_intent_unknown`).
+        """
+
+        def select(conn: sqlite3.Connection, now: float) -> list[JobRecord]:
+            rows = conn.execute(
+                f"""{_SELECT} WHERE owner = ? AND request_id IS NULL AND status = ? AND created_at <= ?
+                    ORDER BY created_at""",
+                (owner, JobStatus.SUBMITTING, now - older_than),
+            )
+            return [_record(row) for row in rows]
+
+        return await self._run(select)
+
+    # -- status --
+
+    async def update_status(
+        self,
+        request_id: str,
+        status: JobStatus | str,
+        *,
+        owner: str,
+        queue_position: int | None = None,
+        error: str | None = None,
+        error_type: str | None = None,
+        result_urls: list[str] | None = None,
+    ) -> JobRecord | None:
+        """Record the last known state of ``owner``'s request; ``None`` if the ledger has no such job.
+
+        Monotonic: a transition the status table forbids (e.g. COMPLETED back to IN_PROGRESS, from a
+        stale poll) is ignored and the current row returned. Fields left ``None`` keep their value;
+        ``queue_position`` is cleared once the job leaves the queue.
+        """
+        new = JobStatus(status)
+
+        def update(conn: sqlite3.Connection, now: float) -> JobRecord | None:
+            with _transaction(conn):
+                row = conn.execute(f"{_SELECT} WHERE owner = ? AND request_id = ?", (owner, request_id)).fetchone()
+                if row is None:
+                    return None
+                current = _record(row)
+                if not _apply_status(
+                    conn,
+                    current,
+                    new,
+                    now,
+                    queue_position=queue_position,
+                    error=error,
+                    error_type=error_type,
+                    result_urls=result_urls,
+                ):
+                    return current
+                return _record(conn.execute(f"{_SELECT} WHERE job_id = ?", (current.job_id,)).fetchone())
+
+        return await self._run(update)
+
+    # -- reads --
+
+    async def get(self, request_id: str, owner: str) -> JobRecord | None:
+        """``owner``'s job by fal request id, or by intent id while fal has not answered yet."""
+
+        def select(conn: sqlite3.Connection, now: float) -> JobRecord | None:
+            row = conn.execute(
+                f"{_SELECT} WHERE owner = ? AND (request_id = ? OR job_id = ?)", (owner, request_id, request_id)
+            ).fetchone()
+            return None if row is None else _record(row)
+
+        return await self._run(select)
+
+    async def find_reusable(
+        self, owner: str, endpoint_id: str, input_digest: str, window_seconds: float
+    ) -> JobRecord | None:
+        """The newest identical job worth re-attaching to instead of paying again.
+
+        Identical = same owner, endpoint and input digest. Worth it = still running with a known
+        request id, or COMPLETED no more than ``window_seconds`` ago. Failed, cancelled and unknown
+        jobs never qualify; neither does an intent fal has not answered (there is nothing to attach to).
+        """
+
+        def select(conn: sqlite3.Connection, now: float) -> JobRecord | None:
+            running = (JobStatus.SUBMITTING, JobStatus.IN_QUEUE, JobStatus.IN_PROGRESS)
+            row = conn.execute(
+                f"""{_SELECT}
+                    WHERE owner = ? AND endpoint_id = ? AND input_digest = ? AND request_id IS NOT NULL
+                      AND (status IN ({_placeholders(running)})
+                           OR (status = ? AND completed_at >= ?))
+                    ORDER BY created_at DESC LIMIT 1""",
+                (owner, endpoint_id, input_digest, *running, JobStatus.COMPLETED, now - window_seconds),
+            ).fetchone()
+            return None if row is None else _record(row)
+
+        return await self._run(select)
+
+    async def list(
+        self, owner: str, status: str | None = None, endpoint_id: str | None = None, limit: int = 20
+    ) -> list[JobRecord]:
+        """``owner``'s jobs, newest first. ``status`` is a :class:`JobStatus` or ``running`` / ``finished``.
+
+        Raises ``ValueError`` for an unknown status (before touching the database).
+        """
+        statuses = _statuses(status)
+        limit = max(1, min(int(limit), MAX_LIST_LIMIT))
+        where = ["owner = ?"]
+        params: list[Any] = [owner]
+        if statuses is not None:
+            where.append(f"status IN ({_placeholders(statuses)})")
+            params.extend(sorted(statuses))
+        if endpoint_id is not None:
+            where.append("endpoint_id = ?")
+            params.append(endpoint_id)
+
+        def select(conn: sqlite3.Connection, now: float) -> list[JobRecord]:
+            rows = conn.execute(
+                f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                (*params, limit),
+            )
+            return [_record(row) for row in rows]
+
+        return await self._run(select)
+
+    # -- retention --
+
+    async def prune(self, older_than_days: float = 30) -> int:
+        """Delete every owner's rows untouched for ``older_than_days``; returns how many went.
+
+        fal keeps results for 30 days at most, so an older row can no longer be acted upon.
+        """
+
+        def delete(conn: sqlite3.Connection, now: float) -> int:
+            with _transaction(conn):
+                cursor = conn.execute("DELETE FROM jobs WHERE updated_at < ?", (now - older_than_days * 86400,))
+            return cursor.rowcount
+
+        removed = await self._run(delete)
+        if removed:
+            logger.info("ledger pruned", removed=removed, older_than_days=older_than_days)
+        return removed
+
+
+# --- helpers that run inside the worker thread -------------------------------------------------------
+
+
+def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists():
+            # The ledger shows what users asked for: keep it private (SQLite's -wal/-shm copy this mode).
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    except (OSError, sqlite3.Error) as exc:
+        raise LedgerError(_advice(path, exc)) from exc
+    try:
+        conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        _migrate(conn)
+        (check,) = conn.execute("PRAGMA quick_check(1)").fetchone()
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"database disk image is malformed: {check}")
+    except LedgerError:
+        conn.close()
+        raise
+    except sqlite3.Error as exc:
+        conn.close()
+        raise LedgerError(_advice(path, exc)) from exc
+    return conn
+
+
+def _advice(path: Path, exc: BaseException) -> str:
+    """A message that says what broke and what to do about it."""
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in detail:
+        hint = "another fal-mcp process is holding it; retry, or"
+    elif isinstance(exc, sqlite3.DatabaseError) and ("not a database" in detail or "malformed" in detail):
+        hint = "the file is damaged; move it away, or"
+    else:
+        hint = "check the directory's permissions and free space, or"
+    return f"job ledger at {path} is unusable ({detail}): {hint} set {LEDGER_ENV} to another path"
+
+
+def _get_intent(conn: sqlite3.Connection, intent_id: str) -> JobRecord:
+    row = conn.execute(f"{_SELECT} WHERE job_id = ?", (intent_id,)).fetchone()
+    if row is None:
+        raise JobNotFoundError(f"no ledger row for intent {intent_id}")
+    return _record(row)
+
+
+def _apply_status(
+    conn: sqlite3.Connection,
+    current: JobRecord,
+    new: JobStatus,
+    now: float,
+    *,
+    queue_position: int | None = None,
+    error: str | None = None,
+    error_type: str | None = None,
+    result_urls: list[str] | None = None,
+) -> bool:
+    """Write ``new`` over ``current`` if the transition table allows it; returns whether it did."""
+    if new not in _ALLOWED[current.status]:
+        logger.debug("stale status ignored", job_id=current.job_id, current=current.status, new=new)
+        return False
+    if new != JobStatus.IN_QUEUE:
+        position = None
+    else:
+        position = queue_position if queue_position is not None else current.queue_position
+    completed_at = None
+    if new in TERMINAL:
+        # Keep the first time of a repeated terminal state; a refined one (CANCELLED -> COMPLETED) is new.
+        completed_at = current.completed_at if current.status == new else now
+    urls = current.result_urls if result_urls is None else result_urls[:MAX_RESULT_URLS]
+    conn.execute(
+        """UPDATE jobs SET status = ?, queue_position = ?, error = ?, error_type = ?, result_urls = ?,
+                          completed_at = ?, updated_at = ?
+           WHERE job_id = ?""",
+        (
+            new,
+            position,
+            current.error if error is None else redact(error),
+            current.error_type if error_type is None else error_type,
+            json.dumps(urls),
+            completed_at,
+            now,
+            current.job_id,
+        ),
+    )
+    return True
