@@ -1,0 +1,50 @@
+"""Emulator settings: one dataclass, shared by every route module (core and storage/platform/realtime)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from fal_mcp.emulator.faults import FaultConfig
+
+TIME_SCALE_ENV = "FAL_EMULATOR_TIME_SCALE"
+
+
+@dataclass
+class EmulatorConfig:
+    """How the local fal behaves. Defaults mirror fal's documented numbers; tests scale time down."""
+
+    # Multiplies every simulated processing time (model runs, log pacing); tests use ~0.01–0.05.
+    time_scale: float = 1.0
+    # Runners per app (owner/alias): requests beyond this wait IN_QUEUE with a real queue_position.
+    concurrency_per_app: int = 2
+    # Result retention after completion (fal: 1 h, 6 min for results of 10 KB or more).
+    result_retention_seconds: float = 3600.0
+    large_result_retention_seconds: float = 360.0
+    large_result_bytes: int = 10 * 1024
+    max_single_upload_bytes: int = 100 * 1024 * 1024
+    max_request_body_bytes: int = 64 * 1024 * 1024
+    # Any ``Key <x>`` (non-empty) or ``Bearer <x>`` is accepted; missing/malformed → 401.
+    require_auth: bool = True
+    webhook_timeout_seconds: float = 15.0
+    # SSE ``: ping`` keep-alive period on status streams.
+    ping_interval_seconds: float = 10.0
+    # Prompts containing one of these words fail with 422 ``content_policy_violation``.
+    content_policy_words: tuple[str, ...] = ("forbidden",)
+    faults: FaultConfig = field(default_factory=FaultConfig)
+
+    def scaled(self, seconds: float) -> float:
+        """Simulated seconds → real seconds."""
+        return max(0.0, seconds * self.time_scale)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> EmulatorConfig:
+        """Defaults, then ``FAL_EMULATOR_TIME_SCALE`` / ``FAL_EMULATOR_FAULTS``, then explicit overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        if env.get(TIME_SCALE_ENV, "").strip():
+            values["time_scale"] = float(env[TIME_SCALE_ENV])
+        values["faults"] = FaultConfig.from_env(env)
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**values)  # type: ignore[arg-type]

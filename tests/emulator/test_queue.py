@@ -1,0 +1,322 @@
+"""The emulated queue over real HTTP: submit, status, result, cancel, positions, priority, timeouts, webhooks."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import anyio
+import httpx2
+import pytest
+
+from fal_mcp.digest import input_digest
+from fal_mcp.emulator.server import EmulatorServer
+from tests.emulator.conftest import MakeEmulator, Receiver, client_for, submit, wait_completed
+
+pytestmark = pytest.mark.anyio
+
+LONG = {"seconds": 500, "steps": 1}  # 10 s at time_scale 0.02: a runner stays busy until cancelled
+
+
+async def test_submit_then_status_then_result(emulator: EmulatorServer, client: httpx2.AsyncClient) -> None:
+    response = await client.post("/queue/emulator/slow", json={"seconds": 2, "steps": 4})
+    assert response.status_code == 200
+    body = response.json()
+    request_id = body["request_id"]
+    assert uuid.UUID(request_id).version == 4
+    assert response.headers["x-fal-request-id"] == request_id
+    assert body["status"] == "IN_QUEUE"
+    assert body["queue_position"] == 0
+    app_url = f"{emulator.base_url}/queue/emulator/slow/requests/{request_id}"
+    assert (body["response_url"], body["status_url"], body["cancel_url"]) == (
+        app_url,
+        f"{app_url}/status",
+        f"{app_url}/cancel",
+    )
+    assert "gateway_request_id" not in body
+
+    running = await client.get(body["status_url"])
+    assert running.status_code == 202
+    assert running.json()["status"] in ("IN_QUEUE", "IN_PROGRESS")
+
+    final = await wait_completed(client, body["status_url"])
+    assert final["status"] == "COMPLETED"
+    assert [entry["message"] for entry in final["logs"]] == ["step 1/4", "step 2/4", "step 3/4", "step 4/4"]
+    entry = final["logs"][0]
+    assert entry["level"] == "INFO" and entry["source"] == "USER" and entry["labels"] == {}
+    assert final["metrics"]["inference_time"] >= 2 * emulator.config.time_scale * 0.9
+    assert "error" not in final and final["response_url"] == app_url
+
+    result = await client.get(body["response_url"])
+    assert result.status_code == 200
+    assert result.json() == {"steps": 4, "seconds": 2, "message": "Slept 2 seconds in 4 steps"}
+    assert result.headers["x-fal-request-id"] == request_id
+    assert result.headers["x-fal-billable-units"] == "2"
+    key = f"emulator/slow {input_digest({'seconds': 2, 'steps': 4})}"
+    assert emulator.state.submissions[key] == 1
+
+
+async def test_logs_key_null_unless_requested(client: httpx2.AsyncClient) -> None:
+    body = await submit(client, "emulator/slow", {"seconds": 0.5, "steps": 2})
+    await wait_completed(client, body["status_url"])
+    for flag, expect_list in (("0", False), ("false", False), ("1", True), ("true", True)):
+        status = (await client.get(body["status_url"], params={"logs": flag})).json()
+        assert "logs" in status
+        assert isinstance(status["logs"], list) is expect_list, flag
+    assert (await client.get(body["status_url"])).json()["logs"] is None
+
+
+async def test_status_accepts_full_id_and_trailing_slash(client: httpx2.AsyncClient) -> None:
+    body = await submit(client, "fal-ai/flux/dev", {"prompt": "a fox", "image_size": "square", "seed": 1})
+    request_id = body["request_id"]
+    assert body["status_url"].endswith(f"/queue/fal-ai/flux/requests/{request_id}/status")  # app-only URLs
+    await wait_completed(client, body["status_url"])
+    for path in (
+        f"/queue/fal-ai/flux/dev/requests/{request_id}/status",
+        f"/queue/fal-ai/flux/requests/{request_id}/status/",
+    ):
+        assert (await client.get(path)).status_code == 200, path
+    full = await client.get(f"/queue/fal-ai/flux/dev/requests/{request_id}/")
+    assert full.status_code == 200 and full.json()["seed"] == 1
+    assert (await client.get(f"/queue/fal-ai/flux/requests/{request_id}/response")).json()["seed"] == 1
+
+
+async def test_unknown_request_and_wrong_app_are_404(client: httpx2.AsyncClient) -> None:
+    missing = f"/queue/emulator/slow/requests/{uuid.uuid4()}"
+    for method, path in (("GET", f"{missing}/status"), ("PUT", f"{missing}/cancel")):
+        response = await client.request(method, path)
+        assert response.status_code == 404 and response.json() == {"status": "NOT_FOUND"}
+    assert (await client.get(missing)).status_code == 404
+    body = await submit(client, "emulator/slow", {"seconds": 0, "steps": 1})
+    wrong_app = await client.get(f"/queue/fal-ai/flux/requests/{body['request_id']}/status")
+    assert wrong_app.status_code == 404
+
+
+async def test_queue_position_is_real_under_the_concurrency_limit(make_emulator: MakeEmulator) -> None:
+    server = make_emulator(concurrency_per_app=1)
+    async with client_for(server) as http:
+        first = await submit(http, "emulator/slow", LONG)
+        second = await submit(http, "emulator/slow", {**LONG, "steps": 2})
+        third = await submit(http, "emulator/slow", {**LONG, "steps": 3})
+        assert (second["queue_position"], third["queue_position"]) == (0, 1)
+        assert (await http.get(first["status_url"])).json()["status"] == "IN_PROGRESS"
+        statuses = [(await http.get(b["status_url"])).json() for b in (second, third)]
+        assert [(s["status"], s["queue_position"]) for s in statuses] == [("IN_QUEUE", 0), ("IN_QUEUE", 1)]
+        assert "logs" not in statuses[0]
+
+        assert (await http.put(first["cancel_url"])).status_code == 202
+        await wait_completed(http, first["status_url"])
+        second_status = (await http.get(second["status_url"])).json()
+        third_status = (await http.get(third["status_url"])).json()
+        assert second_status["status"] == "IN_PROGRESS" and second_status["logs"] is None
+        assert (third_status["status"], third_status["queue_position"]) == ("IN_QUEUE", 0)
+        # Another app has its own runners: not queued behind emulator/slow.
+        other = await submit(http, "emulator/strict", {"prompt": "hello"})
+        assert (await wait_completed(http, other["status_url"]))["status"] == "COMPLETED"
+        for body in (second, third):
+            await http.put(body["cancel_url"])
+
+
+async def test_low_priority_waits_behind_normal(make_emulator: MakeEmulator) -> None:
+    server = make_emulator(concurrency_per_app=1)
+    async with client_for(server) as http:
+        blocker = await submit(http, "emulator/slow", LONG)
+        low = await submit(http, "emulator/slow", {"seconds": 0, "steps": 1}, headers={"X-Fal-Queue-Priority": "low"})
+        normal = await submit(http, "emulator/slow", {"seconds": 0, "steps": 2})
+        assert normal["queue_position"] == 0
+        assert (await http.get(low["status_url"])).json()["queue_position"] == 1
+        await http.put(blocker["cancel_url"])
+        low_done = await wait_completed(http, low["status_url"])
+        normal_done = await wait_completed(http, normal["status_url"])
+        low_record = server.state.queue.get(low["request_id"])
+        normal_record = server.state.queue.get(normal["request_id"])
+        assert low_record and normal_record and low_done["status"] == normal_done["status"] == "COMPLETED"
+        assert normal_record.started_at is not None and low_record.started_at is not None
+        assert normal_record.started_at < low_record.started_at
+        bad = await http.post("/queue/emulator/slow", json={}, headers={"X-Fal-Queue-Priority": "urgent"})
+        assert bad.status_code == 400 and bad.json()["error_type"] == "bad_request"
+
+
+async def test_validation_error_replays_at_result(client: httpx2.AsyncClient) -> None:
+    body = await submit(client, "emulator/strict", {"prompt": "x", "num_images": 9})
+    final = await wait_completed(client, body["status_url"])
+    assert final["status"] == "COMPLETED"
+    assert final["error"] == "String should have at least 3 characters"
+    result = await client.get(body["response_url"])
+    assert result.status_code == 422
+    detail = result.json()["detail"]
+    assert [(d["loc"], d["type"]) for d in detail] == [
+        (["body", "prompt"], "string_too_short"),
+        (["body", "num_images"], "less_than_equal"),
+    ]
+    assert detail[1]["ctx"] == {"le": 4} and detail[1]["url"] == "https://docs.fal.ai/errors/#less_than_equal"
+    assert "x-fal-billable-units" not in result.headers
+
+
+async def test_server_error_replays_at_result(client: httpx2.AsyncClient) -> None:
+    body = await submit(client, "emulator/slow", {"seconds": 0, "fail": True, "fail_with": "runner_disconnected"})
+    final = await wait_completed(client, body["status_url"])
+    assert final["error_type"] == "runner_disconnected"
+    assert final["error"].startswith("Emulated failure")
+    result = await client.get(body["response_url"])
+    assert result.status_code == 503
+    assert result.headers["x-fal-error-type"] == "runner_disconnected"
+    assert result.json()["error_type"] == "runner_disconnected"
+    again = await client.get(body["response_url"])
+    assert (again.status_code, again.json()) == (503, result.json())
+
+
+async def test_result_before_completion_is_202_with_status(client: httpx2.AsyncClient) -> None:
+    body = await submit(client, "emulator/slow", LONG)
+    early = await client.get(body["response_url"])
+    assert early.status_code == 202
+    assert early.json()["status"] in ("IN_QUEUE", "IN_PROGRESS")
+    assert early.json()["request_id"] == body["request_id"]
+    await client.put(body["cancel_url"])
+
+
+async def test_cancel_in_progress_queued_completed_unknown(make_emulator: MakeEmulator) -> None:
+    server = make_emulator(concurrency_per_app=1)
+    async with client_for(server) as http:
+        running = await submit(http, "emulator/slow", LONG)
+        queued = await submit(http, "emulator/slow", {**LONG, "steps": 2})
+        for body in (queued, running):
+            response = await http.put(body["cancel_url"])
+            assert (response.status_code, response.json()) == (202, {"status": "CANCELLATION_REQUESTED"})
+        for body in (queued, running):
+            final = await wait_completed(http, body["status_url"])
+            assert (final["status"], final["error_type"]) == ("COMPLETED", "client_cancelled")
+            result = await http.get(body["response_url"])
+            assert result.status_code == 499 and result.json()["error_type"] == "client_cancelled"
+        assert server.state.queue.get(queued["request_id"]).started_at is None  # type: ignore[union-attr]
+        again = await http.put(running["cancel_url"])
+        assert (again.status_code, again.json()) == (400, {"status": "ALREADY_COMPLETED"})
+
+
+async def test_start_timeout_expires_while_queued(make_emulator: MakeEmulator) -> None:
+    server = make_emulator(concurrency_per_app=1)
+    async with client_for(server) as http:
+        blocker = await submit(http, "emulator/slow", LONG)
+        started = time.monotonic()
+        late = await submit(http, "emulator/slow", {"seconds": 0}, headers={"X-Fal-Request-Timeout": "0.3"})
+        final = await wait_completed(http, late["status_url"])
+        elapsed = time.monotonic() - started
+        assert 0.25 < elapsed < 2.0
+        assert (final["error_type"], final["metrics"]) == ("startup_timeout", {})
+        result = await http.get(late["response_url"])
+        assert result.status_code == 504
+        assert result.headers["x-fal-request-timeout-type"] == "user"
+        assert result.headers["x-fal-error-type"] == "startup_timeout"
+        # A deadline that is met is not enforced once processing starts.
+        await http.put(blocker["cancel_url"])
+        ok = await submit(http, "emulator/slow", {"seconds": 20, "steps": 2}, headers={"X-Fal-Request-Timeout": "0.3"})
+        assert (await wait_completed(http, ok["status_url"]))["logs"][-1]["message"] == "step 2/2"
+        assert (await http.get(ok["response_url"])).status_code == 200
+        for bad in ("soon", "0", "-1"):
+            response = await http.post("/queue/emulator/slow", json={}, headers={"X-Fal-Request-Timeout": bad})
+            assert response.status_code == 400, bad
+            assert response.json()["error_type"] == "bad_request"
+            assert response.headers["x-fal-error-type"] == "bad_request"
+
+
+async def test_max_queue_length_rejects_with_429(make_emulator: MakeEmulator) -> None:
+    server = make_emulator(concurrency_per_app=1)
+    async with client_for(server) as http:
+        blocker = await submit(http, "emulator/slow", LONG)
+        waiting = await submit(http, "emulator/slow", {**LONG, "steps": 2})
+        full = await http.post("/queue/emulator/slow", json={"seconds": 0}, params={"fal_max_queue_length": 1})
+        assert full.status_code == 429 and "x-fal-request-id" in full.headers
+        assert server.state.submissions[f"emulator/slow {input_digest({'seconds': 0})}"] == 0
+        fits = await http.post("/queue/emulator/slow", json={"seconds": 0}, params={"fal_max_queue_length": 2})
+        assert fits.status_code == 200 and fits.json()["queue_position"] == 1
+        for body in (blocker, waiting, fits.json()):
+            await http.put(body["cancel_url"])
+
+
+async def test_gateway_rejections(make_emulator: MakeEmulator, client: httpx2.AsyncClient) -> None:
+    unknown = await client.post("/queue/fal-ai/no-such-model", json={})
+    assert unknown.status_code == 404
+    assert unknown.json() == {"detail": 'Application "no-such-model" not found'}
+    assert "x-fal-request-id" in unknown.headers
+    async with httpx2.AsyncClient(base_url=client.base_url) as anonymous:
+        for headers in ({}, {"Authorization": "Key"}, {"Authorization": "Basic abc"}):
+            response = await anonymous.post("/queue/emulator/slow", json={}, headers=headers)
+            assert (response.status_code, response.json()) == (401, {"detail": "invalid key credentials"})
+        bearer = await anonymous.post("/queue/emulator/slow", json={}, headers={"Authorization": "Bearer jwt"})
+        assert bearer.status_code == 200
+    broken = await client.post(
+        "/queue/emulator/slow", content=b'{"seconds": ', headers={"content-type": "application/json"}
+    )
+    assert broken.status_code == 422 and broken.json()["detail"][0]["type"] == "json_invalid"
+    not_object = await client.post("/queue/emulator/slow", json=[1, 2])
+    assert not_object.status_code == 422 and not_object.json()["detail"][0]["loc"] == ["body"]
+    small = make_emulator(max_request_body_bytes=1000)
+    async with client_for(small) as http:
+        too_big = await http.post("/queue/emulator/strict", json={"prompt": "x" * 2000})
+        assert too_big.status_code == 413
+        assert sum(small.state.submissions.values()) == 0
+
+
+async def test_unknown_subpath_of_known_app_fails_at_result(client: httpx2.AsyncClient) -> None:
+    body = await submit(client, "fal-ai/flux/schnell", {"prompt": "x"})
+    assert body["status_url"].endswith(f"/fal-ai/flux/requests/{body['request_id']}/status")
+    await wait_completed(client, body["status_url"])
+    result = await client.get(body["response_url"])
+    assert (result.status_code, result.json()) == (404, {"detail": "Path /schnell not found"})
+
+
+async def test_requests_for_lists_history(make_emulator: MakeEmulator) -> None:
+    server = make_emulator()
+    async with client_for(server) as http:
+        bodies = [await submit(http, "emulator/strict", {"prompt": f"number {i}"}) for i in range(3)]
+        for body in bodies:
+            await wait_completed(http, body["status_url"])
+    records = server.state.queue.requests_for("emulator/strict")
+    assert [r.request_id for r in records] == [b["request_id"] for b in bodies]
+    assert records[0].input == {"prompt": "number 0"} and records[0].status == "COMPLETED"
+    assert records[0].result_status_code == 200 and records[0].result_body["ok"] is True
+    assert records[0].submitted_at <= records[0].started_at <= records[0].completed_at  # type: ignore[operator]
+    assert server.state.queue.requests_for("emulator/slow") == []
+
+
+async def test_result_expires_after_retention(make_emulator: MakeEmulator) -> None:
+    server = make_emulator(result_retention_seconds=0.6, large_result_retention_seconds=0.1)
+    async with client_for(server) as http:
+        large = await submit(http, "emulator/strict", {"prompt": "large", "tags": ["x" * 4000] * 3})  # ≥ 10 KB
+        small = await submit(http, "emulator/strict", {"prompt": "small"})
+        await wait_completed(http, small["status_url"])
+        await anyio.sleep(0.3)
+        assert server.state.queue.requests_for("emulator/strict")[0].status == "COMPLETED"
+        assert (await http.get(large["response_url"])).status_code == 404
+        assert (await http.get(small["response_url"])).status_code == 200
+        await anyio.sleep(0.4)
+        assert (await http.get(small["response_url"])).status_code == 404
+        assert (await http.get(small["status_url"])).json() == {"status": "NOT_FOUND"}
+
+
+async def test_webhook_is_delivered_on_completion(make_emulator: MakeEmulator, receiver: Receiver) -> None:
+    server = make_emulator()
+    async with client_for(server) as http:
+        body = await submit(http, "emulator/strict", {"prompt": "hooked"}, params={"fal_webhook": receiver.url})
+        assert body["gateway_request_id"] == body["request_id"]
+        failed = await submit(http, "emulator/strict", {"prompt": "x"}, params={"fal_webhook": receiver.url})
+    for _ in range(400):
+        if len(receiver.received) == 2:
+            break
+        await anyio.sleep(0.01)
+    documents = {doc["request_id"]: (headers, doc) for headers, doc in receiver.received}
+    headers, ok = documents[body["request_id"]]
+    assert ok["status"] == "OK" and ok["payload"]["input"]["prompt"] == "hooked"
+    assert ok["gateway_request_id"] == body["request_id"]
+    assert headers["x-fal-webhook-request-id"] == body["request_id"]
+    _, error = documents[failed["request_id"]]
+    assert error["status"] == "ERROR" and error["error"] == "Invalid status code: 422"
+    assert error["payload"]["detail"][0]["type"] == "string_too_short"
+
+
+async def test_submissions_are_keyed_by_canonical_input(emulator: EmulatorServer) -> None:
+    """Submissions are keyed by endpoint and canonical input, whatever the key order."""
+    async with client_for(emulator) as http:
+        await submit(http, "emulator/strict", {"prompt": "order", "num_images": 2})
+        await submit(http, "emulator/strict", {"num_images": 2, "prompt": "order"})
+    assert emulator.state.submissions[f"emulator/strict {input_digest({'prompt': 'order', 'num_images': 2})}"] == 2
