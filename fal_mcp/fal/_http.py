@@ -27,7 +27,7 @@ from fal_mcp.fal.errors import (
     make_api_error,
 )
 from fal_mcp.fal.hosts import FalHosts
-from fal_mcp.fal.retry import RetryMode, RetryPolicy
+from fal_mcp.fal.retry import NOT_SENT_ERRORS, RetryMode, RetryPolicy
 from fal_mcp.log import get_logger
 
 log = get_logger(__name__)
@@ -43,6 +43,45 @@ def _safe_url(url: str | httpx2.URL) -> str:
     """URL for logs and messages: no query string (it may carry tokens)."""
     parts = urlsplit(str(url))
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def request_was_sent(error: FalError) -> bool:
+    """Whether a failed request may have reached fal, its answer lost (marked by :meth:`FalHTTP.transport_error`).
+
+    Only connection failures raised before a byte was sent are known not to have reached fal.
+    """
+    return bool(getattr(error, "request_sent", True))
+
+
+def fal_headers(
+    *,
+    start_timeout: float | None = None,
+    hint: str | None = None,
+    priority: str | None = None,
+    store_io: bool | None = None,
+    object_lifecycle: Mapping[str, Any] | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """fal's platform headers for a submit, run or stream (fal-protocol.md §3.1), validated like the SDKs do.
+
+    ``extra_headers`` come first so they cannot override these, and may never carry credentials.
+    """
+    headers = {k: v for k, v in (extra_headers or {}).items() if k.lower() not in ("authorization", "host")}
+    if start_timeout is not None:
+        if start_timeout <= 1:
+            raise ValueError(f"start_timeout must be more than 1 second, got {start_timeout}")
+        headers["X-Fal-Request-Timeout"] = str(float(start_timeout))
+    if hint:
+        headers["X-Fal-Runner-Hint"] = hint
+    if priority is not None:
+        if priority not in ("normal", "low"):
+            raise ValueError(f"priority must be 'normal' or 'low', got {priority!r}")
+        headers["X-Fal-Queue-Priority"] = priority
+    if store_io is not None:
+        headers["X-Fal-Store-IO"] = "1" if store_io else "0"
+    if object_lifecycle is not None:
+        headers["X-Fal-Object-Lifecycle-Preference"] = json.dumps(dict(object_lifecycle), separators=(",", ":"))
+    return headers
 
 
 def _json_or_text(response: httpx2.Response) -> tuple[Any, str]:
@@ -85,6 +124,19 @@ class FalHTTP:
             follow_redirects=False,
         )
         self.requests_sent = 0  # every request put on the wire, retries included (for tests and benchmarks)
+
+    def with_credentials(self, credentials: FalCredentials | None) -> FalHTTP:
+        """Another caller's view: same pool, hosts and retry policy, other credentials (per-user HTTP mode).
+
+        The copy never closes the shared pool, and its key only goes on its own requests.
+        """
+        return FalHTTP(
+            hosts=self.hosts,
+            credentials=credentials,
+            retry=self.retry,
+            http_client=self.client,
+            not_configured_reason=self._not_configured_reason,
+        )
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -226,10 +278,15 @@ class FalHTTP:
                 await response.aclose()
 
     def transport_error(self, exc: Exception, url: str) -> FalConnectionError:
+        """The :class:`FalConnectionError` for a transport failure, marked for :func:`request_was_sent`."""
         where = _safe_url(url)
+        error: FalConnectionError
         if isinstance(exc, httpx2.TimeoutException):
-            return FalTimeoutError(f"fal did not answer in time ({type(exc).__name__}) at {where}")
-        return FalConnectionError(f"could not reach fal at {where}: {type(exc).__name__}: {exc}")
+            error = FalTimeoutError(f"fal did not answer in time ({type(exc).__name__}) at {where}")
+        else:
+            error = FalConnectionError(f"could not reach fal at {where}: {type(exc).__name__}: {exc}")
+        error.request_sent = not isinstance(exc, NOT_SENT_ERRORS)  # type: ignore[attr-defined]
+        return error
 
     async def _backoff(self, method: str, url: str, attempt: int, retry_after: float | None, why: object) -> None:
         delay = self.retry.delay(attempt, retry_after)

@@ -41,8 +41,8 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""
-        if retry_after is not None and 0 <= retry_after <= self.max_retry_after:
-            return retry_after
+        if retry_after is not None and retry_after >= 0:
+            return min(retry_after, self.max_retry_after)  # honour fal's hint, but never wait unboundedly
         backoff = min(self.base_delay * (2 ** (attempt - 1)), self.max_delay)
         return backoff * random.uniform(1 - self.jitter, 1 + self.jitter)
 
@@ -78,3 +78,22 @@ class RetryPolicy:
             except ValueError:
                 pass
         return parse_retry_after(lower.get("retry-after"))
+
+
+@dataclass(frozen=True)
+class ReconcilePolicy:
+    """What to do when a submit's answer is lost after it was sent (fal-protocol.md has no idempotency key).
+
+    ``enabled``: look the submit up in fal's request history (``GET {platform}/models/requests/by-endpoint``)
+    ``lookups`` times, ``delay`` seconds apart and doubling (history may lag), in a window starting
+    ``window`` seconds before the send. Found → that request is ours. Not found → re-submit, at most
+    ``max_resubmits`` times per call (each only after history showed the previous send did not land).
+    ``enabled=False`` raises :class:`~fal_mcp.fal.errors.SubmitOutcomeUnknownError` at once instead.
+    """
+
+    enabled: bool = True
+    lookups: int = 3
+    delay: float = 0.5
+    window: float = 60.0
+    max_resubmits: int = 2
+    page_limit: int = 100

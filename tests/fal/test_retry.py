@@ -1,0 +1,139 @@
+"""RetryPolicy's decision table, its delays, and how FalHTTP applies them over real loopback HTTP."""
+
+from __future__ import annotations
+
+import socket
+import time
+from email.utils import formatdate
+
+import httpx2
+import pytest
+
+from fal_mcp.emulator.server import EmulatorServer
+from fal_mcp.fal._http import FalHTTP, request_was_sent
+from fal_mcp.fal.auth import credentials_from_key
+from fal_mcp.fal.errors import FalConnectionError, RateLimitError
+from fal_mcp.fal.hosts import FalHosts
+from fal_mcp.fal.retry import RetryMode, RetryPolicy
+from tests.fal.conftest import TEST_KEY, MakeEmulator
+
+IDEM, SUBMIT, NONE = RetryMode.IDEMPOTENT, RetryMode.SUBMIT, RetryMode.NONE
+WITH_ID = {"x-fal-request-id": "0d6c6a5e-1111-4222-8333-944445555666"}
+NGINX = "<html><center>nginx</center></html>"
+
+# (status, headers, body) → should it be retried as (IDEMPOTENT, SUBMIT, NONE)?
+RESPONSE_TABLE = [
+    (408, WITH_ID, "", (True, True, False)),
+    (409, WITH_ID, "", (True, False, False)),
+    (429, WITH_ID, "", (True, True, False)),
+    (429, {**WITH_ID, "X-Fal-Needs-Retry": "0"}, "", (False, False, False)),
+    (500, WITH_ID, "", (False, False, False)),
+    (500, {**WITH_ID, "X-Fal-Needs-Retry": "1"}, "", (True, False, False)),
+    (502, {}, NGINX, (True, True, False)),  # edge proxy page: the request never reached fal
+    (502, WITH_ID, "", (True, False, False)),  # fal answered: a submit may have been queued
+    (503, {}, NGINX, (True, True, False)),
+    (503, WITH_ID, "", (True, True, False)),
+    (503, {**WITH_ID, "X-Fal-Retryable": "false"}, "", (False, False, False)),
+    (504, {}, NGINX, (True, True, False)),
+    (504, {**WITH_ID, "X-Fal-Request-Timeout-Type": "user"}, "", (False, False, False)),  # the caller's own deadline
+    (400, WITH_ID, "", (False, False, False)),
+    (401, WITH_ID, "", (False, False, False)),
+    (404, WITH_ID, "", (False, False, False)),
+    (422, WITH_ID, "", (False, False, False)),
+]
+
+
+@pytest.mark.parametrize(("status", "headers", "body", "expected"), RESPONSE_TABLE)
+def test_should_retry_response(status: int, headers: dict[str, str], body: str, expected: tuple[bool, ...]) -> None:
+    policy = RetryPolicy()
+    got = tuple(policy.should_retry_response(mode, status, headers, body) for mode in (IDEM, SUBMIT, NONE))
+    assert got == expected
+
+
+def test_should_retry_exception() -> None:
+    request = httpx2.Request("POST", "https://queue.fal.run/x/y")
+    policy = RetryPolicy()
+    not_sent = [httpx2.ConnectError("refused", request=request), httpx2.ConnectTimeout("t", request=request)]
+    maybe_sent = [
+        httpx2.ReadError("reset", request=request),
+        httpx2.RemoteProtocolError("closed", request=request),
+        httpx2.ReadTimeout("slow", request=request),
+        httpx2.WriteError("broken pipe", request=request),
+    ]
+    for exc in not_sent:
+        assert [policy.should_retry_exception(m, exc) for m in (IDEM, SUBMIT, NONE)] == [True, True, False]
+    for exc in maybe_sent:  # a submit whose answer was lost is reconciled, never re-sent here
+        assert [policy.should_retry_exception(m, exc) for m in (IDEM, SUBMIT, NONE)] == [True, False, False]
+
+
+def test_delay_backs_off_exponentially_with_jitter_and_a_cap() -> None:
+    policy = RetryPolicy(base_delay=0.1, max_delay=1.0, jitter=0.25)
+    for attempt, nominal in ((1, 0.1), (2, 0.2), (3, 0.4), (4, 0.8), (5, 1.0), (9, 1.0)):
+        delays = [policy.delay(attempt) for _ in range(50)]
+        assert all(nominal * 0.75 <= d <= nominal * 1.25 for d in delays), (attempt, delays)
+    exact = RetryPolicy(base_delay=0.1, jitter=0.0)
+    assert exact.delay(3) == pytest.approx(0.4)
+
+
+def test_retry_after_is_honoured_and_capped() -> None:
+    policy = RetryPolicy(base_delay=0.1, max_retry_after=5.0)
+    assert policy.delay(1, retry_after=2.0) == 2.0
+    assert policy.delay(1, retry_after=0.0) == 0.0
+    assert policy.delay(1, retry_after=3600.0) == 5.0  # a huge Retry-After waits at most max_retry_after
+    assert RetryPolicy.retry_after({"Retry-After": "3"}) == 3.0
+    assert RetryPolicy.retry_after({"retry-after-ms": "250"}) == 0.25
+    assert RetryPolicy.retry_after({"Retry-After": "soon"}) is None
+    assert RetryPolicy.retry_after({}) is None
+    in_ten = RetryPolicy.retry_after({"Retry-After": formatdate(time.time() + 10, usegmt=True)})
+    assert in_ten is not None and 8 <= in_ten <= 10
+
+
+# -- applied by FalHTTP over loopback -------------------------------------------------------------
+
+
+def http_for(server: EmulatorServer, policy: RetryPolicy) -> FalHTTP:
+    return FalHTTP(
+        hosts=FalHosts.for_base_url(server.base_url), credentials=credentials_from_key(TEST_KEY), retry=policy
+    )
+
+
+@pytest.mark.anyio
+async def test_retry_after_from_fal_is_waited(make_emulator: MakeEmulator) -> None:
+    server = make_emulator()
+    server.state.faults.add("429", count=1, role="queue", retry_after=1)
+    async with http_for(server, RetryPolicy(base_delay=0.001, max_retry_after=0.3)) as http:
+        started = time.monotonic()
+        await http.request_json("POST", http.url("queue", "emulator/slow"), mode=SUBMIT, json_body={"seconds": 1})
+        elapsed = time.monotonic() - started
+        assert http.requests_sent == 2
+    assert 0.3 <= elapsed < 0.9  # Retry-After: 1, capped at 0.3 s
+
+
+@pytest.mark.anyio
+async def test_retries_stop_at_max_attempts_with_the_mapped_error(make_emulator: MakeEmulator) -> None:
+    server = make_emulator()
+    server.state.faults.add("429_no_retry_after", role="queue")
+    async with http_for(server, RetryPolicy(max_attempts=3, base_delay=0.001)) as http:
+        with pytest.raises(RateLimitError) as caught:
+            await http.request_json("POST", http.url("queue", "emulator/slow"), mode=SUBMIT, json_body={})
+        assert http.requests_sent == 3
+    assert caught.value.error_type == "concurrent_requests_limit"
+
+
+@pytest.mark.anyio
+async def test_transport_errors_say_whether_the_request_may_have_arrived(make_emulator: MakeEmulator) -> None:
+    server = make_emulator()
+    server.state.faults.add("drop_after", count=1, role="run")
+    async with http_for(server, RetryPolicy(max_attempts=3, base_delay=0.001)) as http:
+        with pytest.raises(FalConnectionError) as caught:
+            await http.request("POST", http.url("run", "emulator/slow"), mode=SUBMIT, json_body={"seconds": 1})
+        assert request_was_sent(caught.value) and http.requests_sent == 1  # answer lost: not re-sent
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    hosts = FalHosts.for_base_url(closed)
+    async with FalHTTP(hosts=hosts, credentials=credentials_from_key(TEST_KEY), retry=RetryPolicy(3, 0.001)) as http:
+        with pytest.raises(FalConnectionError) as caught:
+            await http.request("POST", http.url("queue", "a/b"), mode=SUBMIT, json_body={})
+        assert not request_was_sent(caught.value) and http.requests_sent == 3  # never arrived: retried
