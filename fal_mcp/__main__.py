@@ -1,0 +1,3 @@
+from fal_mcp.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""Server settings: one typed model, read once from the environment (and CLI flags), with clear errors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fal_mcp.fal.hosts import FalHosts
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message names the variable and what it accepts."""
+
+
+def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 1/0 (or true/false), got {raw!r}")
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float | None, lo: float, hi: float) -> float | None:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number between {lo:g} and {hi:g}, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be between {lo:g} and {hi:g}, got {raw!r}")
+    return value
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    value = _env_float(env, name, float(default), lo, hi)
+    assert value is not None
+    if value != int(value):
+        raise ConfigError(f"{name} must be a whole number, got {env.get(name)!r}")
+    return int(value)
+
+
+def _env_paths(env: Mapping[str, str], name: str) -> tuple[Path, ...]:
+    raw = env.get(name, "")
+    return tuple(Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip())
+
+
+class Settings(BaseModel):
+    """Everything the server can be told. Field names match ``FAL_MCP_<NAME>`` environment variables."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # Waiting and progress
+    wait_seconds: float = Field(50.0, description="Longest a tool waits for a job before returning its request id.")
+    heartbeat_seconds: float = Field(5.0, description="Progress heartbeat interval while waiting.")
+    on_client_cancel: Literal["cancel", "keep"] = Field(
+        "cancel", description="What happens to the fal request when the client cancels a waiting call."
+    )
+    reuse_window_seconds: float = Field(
+        900.0, description="An identical fal_subscribe finished this recently re-attaches instead of paying again."
+    )
+    # Money
+    max_cost_usd: float | None = Field(None, description="Refuse calls whose estimated cost exceeds this.")
+    validate_input: bool = Field(True, description="Check inputs against the model's schema before submitting.")
+    # Results
+    thumbnails: bool = True
+    thumbnail_max_px: int = 512
+    thumbnail_max_bytes: int = 100_000
+    # Files and URLs
+    allowed_dirs: tuple[Path, ...] = ()
+    allow_dotfiles: bool = False
+    max_upload_bytes: int = 1024 * 1024 * 1024
+    allow_private_urls: bool = False
+    # State
+    ledger_path: Path | None = None
+    cache_dir: Path | None = None
+    ca_file: Path | None = None
+    # Where fal is
+    hosts: FalHosts = Field(default_factory=FalHosts)
+    local: bool = Field(False, description="Serve against the embedded offline emulator (no key needed).")
+    emulator_time_scale: float = 1.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {
+            "wait_seconds": _env_float(env, "FAL_MCP_WAIT_SECONDS", 50.0, 1, 3600),
+            "heartbeat_seconds": _env_float(env, "FAL_MCP_HEARTBEAT_SECONDS", 5.0, 0.05, 10),
+            "reuse_window_seconds": _env_float(env, "FAL_MCP_REUSE_WINDOW_SECONDS", 900.0, 0, 30 * 86400),
+            "max_cost_usd": _env_float(env, "FAL_MCP_MAX_COST_USD", None, 0, 1_000_000),
+            "validate_input": _env_bool(env, "FAL_MCP_VALIDATE_INPUT", True),
+            "thumbnails": _env_bool(env, "FAL_MCP_THUMBNAILS", True),
+            "thumbnail_max_px": _env_int(env, "FAL_MCP_THUMBNAIL_MAX_PX", 512, 16, 4096),
+            "thumbnail_max_bytes": _env_int(env, "FAL_MCP_THUMBNAIL_MAX_BYTES", 100_000, 1_000, 5_000_000),
+            "allowed_dirs": _env_paths(env, "FAL_MCP_ALLOWED_DIRS"),
+            "allow_dotfiles": _env_bool(env, "FAL_MCP_ALLOW_DOTFILES", False),
+            "max_upload_bytes": _env_int(env, "FAL_MCP_MAX_UPLOAD_BYTES", 1024**3, 1, 50 * 1024**3),
+            "allow_private_urls": _env_bool(env, "FAL_MCP_ALLOW_PRIVATE_URLS", False),
+            "local": _env_bool(env, "FAL_MCP_LOCAL", False),
+            "emulator_time_scale": _env_float(env, "FAL_MCP_EMULATOR_TIME_SCALE", 1.0, 0.001, 100),
+        }
+        cancel = env.get("FAL_MCP_ON_CLIENT_CANCEL", "").strip().lower()
+        if cancel:
+            if cancel not in ("cancel", "keep"):
+                raise ConfigError(f"FAL_MCP_ON_CLIENT_CANCEL must be 'cancel' or 'keep', got {cancel!r}")
+            values["on_client_cancel"] = cancel
+        for name, key in (("FAL_MCP_LEDGER", "ledger_path"), ("FAL_MCP_CACHE_DIR", "cache_dir")):
+            if env.get(name, "").strip():
+                values[key] = Path(env[name]).expanduser()
+        if env.get("FAL_MCP_CA_FILE", "").strip():
+            values["ca_file"] = Path(env["FAL_MCP_CA_FILE"]).expanduser()
+        try:
+            values["hosts"] = FalHosts.from_env(env)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        values.update(overrides)
+        return cls(**values)

@@ -1,0 +1,230 @@
+"""Checks before spending money: local files uploaded, input validated against the model's schema, cost known.
+
+Validation errors name the field, the rule and the allowed values, in the same shape as fal's own 422s,
+so the model can fix its call without a paid round trip.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fal_mcp.digest import input_digest
+from fal_mcp.fal import errors as fe
+from fal_mcp.fal.schemas import replace_values
+from fal_mcp.log import get_logger
+from fal_mcp.server.errors import ToolFailure
+
+if TYPE_CHECKING:
+    from fal_mcp.config import Settings
+    from fal_mcp.fal.client import FalClient
+
+log = get_logger(__name__)
+
+_URLISH = re.compile(r"^(https?|data|blob):", re.IGNORECASE)
+
+
+@dataclass
+class PreparedInput:
+    data: dict[str, Any]
+    schema: Any = None  # fal_mcp.fal.catalog.ModelSchema when the model's schema could be fetched
+    cost_estimate_usd: float | None = None
+    digest: str = ""
+    local_files: list[tuple[tuple[str | int, ...], Any]] = field(default_factory=list)
+    uploads: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+_EXPLICIT_PATH = ("/", "./", "../", "~", "file:")
+
+
+def local_path_candidate(value: str) -> tuple[str, bool] | None:
+    """(path, explicit) when a file-field value names a local file rather than a URL or model id.
+
+    Explicit forms (``/``, ``./``, ``~``, ``file://``) must exist; a bare ``cat.png`` is taken as a path
+    only if such a file exists, since file fields may also hold ids like ``org/model``.
+    """
+    if not value or _URLISH.match(value) or "\n" in value or len(value) > 4096:
+        return None
+    if value.startswith("file://"):
+        return value[len("file://") :], True
+    if value.startswith(_EXPLICIT_PATH):
+        return value, True
+    if re.search(r"\.[A-Za-z0-9]{2,5}$", value):
+        return value, False
+    return None
+
+
+def resolve_local_files(
+    settings: Settings, roots: tuple[Path, ...], data: dict[str, Any], file_fields: list[str]
+) -> list[tuple[tuple[str | int, ...], Any]]:
+    """(location, ReadableFile) for every local path in a file field, each checked by the file guard."""
+    from fal_mcp.fal.schemas import find_file_values
+    from fal_mcp.server.guards import FilePolicy, resolve_readable
+
+    policy = FilePolicy(roots=roots, allow_dotfiles=settings.allow_dotfiles, max_read_bytes=settings.max_upload_bytes)
+    base = roots[0] if roots else Path.cwd()
+    fields = list(file_fields) or [k for k in data if k.endswith(("_url", "_urls"))]
+    found = []
+    for location, value in find_file_values(data, fields):
+        candidate = local_path_candidate(value)
+        if candidate is None:
+            continue
+        raw, explicit = candidate
+        if not explicit and not (base / raw).is_file():
+            continue
+        found.append((location, resolve_readable(policy, raw, base)))
+    return found
+
+
+def _allowed(schema: dict[str, Any]) -> Any:
+    if "enum" in schema:
+        return schema["enum"]
+    bounds = {k: schema[k] for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum") if k in schema}
+    if bounds:
+        return bounds
+    if "anyOf" in schema or "oneOf" in schema:
+        return [s.get("enum") or s.get("type") or s.get("$ref") for s in schema.get("anyOf") or schema.get("oneOf")]
+    return schema.get("type")
+
+
+def validate_input(data: dict[str, Any], input_schema: dict[str, Any]) -> None:
+    """Raise :class:`ToolFailure` listing every violation (field, rule, allowed values)."""
+    import jsonschema
+
+    validator_cls = jsonschema.validators.validator_for(input_schema, default=jsonschema.Draft202012Validator)
+    validator = validator_cls(input_schema)
+    problems = []
+    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        path = ".".join(str(p) for p in error.absolute_path) or "(input)"
+        if error.validator == "required":
+            missing = error.message.split("'")[1] if "'" in error.message else error.message
+            path = f"{path}.{missing}" if path != "(input)" else missing
+        entry: dict[str, Any] = {"field": path, "rule": error.validator, "message": error.message[:300]}
+        if error.validator in ("enum", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "type", "anyOf"):
+            entry["allowed"] = _allowed(error.schema) if isinstance(error.schema, dict) else error.validator_value
+        problems.append(entry)
+        if len(problems) >= 20:
+            break
+    if problems:
+        lines = "; ".join(
+            f"{p['field']}: {p['message']}" + (f" (allowed: {p['allowed']})" if "allowed" in p else "")
+            for p in problems
+        )
+        raise ToolFailure(
+            f"input does not match the model's schema, nothing was submitted or charged: {lines}. "
+            "Fix these fields (model_schema shows every rule) and call again.",
+            kind="invalid_input",
+            fields=problems,
+        )
+
+
+def estimate_cost(schema: Any, data: dict[str, Any]) -> float | None:
+    """A local estimate from the unit price and the input; ``None`` when the unit is not one we can count."""
+    price = getattr(schema, "unit_price", None)
+    unit = (getattr(schema, "unit", None) or "").lower()
+    if price is None:
+        return None
+    count = data.get("num_images") or data.get("num_outputs") or 1
+    try:
+        count = max(1, int(count))
+    except (TypeError, ValueError):
+        count = 1
+    if unit in ("request", "call", "requests", "run"):
+        return round(price, 6)
+    if unit in ("image", "images", "video", "videos", "output"):
+        return round(price * count, 6)
+    if unit in ("megapixel", "megapixels", "mp"):
+        width, height = _image_size(data.get("image_size"))
+        return round(price * count * max(width * height / 1_000_000, 0.01), 6)
+    if unit in ("second", "seconds", "video_second", "audio_second"):
+        seconds = data.get("duration") or data.get("seconds")
+        try:
+            return round(price * float(str(seconds).rstrip("s")), 6) if seconds else None
+        except ValueError:
+            return None
+    return None
+
+
+_SIZES = {
+    "square_hd": (1024, 1024),
+    "square": (512, 512),
+    "portrait_4_3": (768, 1024),
+    "portrait_16_9": (576, 1024),
+    "landscape_4_3": (1024, 768),
+    "landscape_16_9": (1024, 576),
+}
+
+
+def _image_size(value: Any) -> tuple[int, int]:
+    if isinstance(value, dict):
+        try:
+            return int(value.get("width", 1024)), int(value.get("height", 768))
+        except (TypeError, ValueError):
+            return 1024, 768
+    return _SIZES.get(str(value), (1024, 768))
+
+
+async def plan_input(
+    fal: FalClient, settings: Settings, endpoint_id: str, data: dict[str, Any], *, roots: tuple[Path, ...]
+) -> PreparedInput:
+    """Fetch the schema (cached) and check local files, spending nothing yet.
+
+    The digest identifies "the same request" for re-attachment: local files count by path, size and
+    modification time, since each upload would get a fresh URL.
+    """
+    if not isinstance(data, dict):
+        raise ToolFailure("input must be a JSON object of the model's fields", kind="invalid_argument")
+    prepared = PreparedInput(data=copy.deepcopy(data))
+    try:
+        prepared.schema = await fal.catalog.get_schema(endpoint_id)
+    except (fe.NotFoundError, fe.FalConnectionError, fe.ServerError, fe.BadRequestError) as exc:
+        prepared.notes.append(f"schema unavailable ({exc.message}); input not checked before submitting")
+        log.info("input.schema_unavailable", endpoint_id=endpoint_id, error=exc.message)
+    file_fields = list(getattr(prepared.schema, "file_fields", None) or [])
+    prepared.local_files = resolve_local_files(settings, roots, prepared.data, file_fields)
+    identity = {
+        location: f"file:{readable.path}:{readable.size}:{readable.path.stat().st_mtime_ns}"
+        for location, readable in prepared.local_files
+    }
+    prepared.digest = input_digest(replace_values(prepared.data, identity) if identity else prepared.data)
+    return prepared
+
+
+async def finalize_input(fal: FalClient, settings: Settings, prepared: PreparedInput) -> PreparedInput:
+    """Upload local files, validate against the schema, estimate the cost and enforce the per-call limit."""
+    urls: dict[tuple[str | int, ...], str] = {}
+    for location, readable in prepared.local_files:
+        uploaded = await fal.storage.upload_path(readable.path, content_type=readable.mime_type)
+        urls[location] = uploaded.url
+        prepared.uploads.append(f"{readable.path} -> {uploaded.url}")
+        log.info("input.file_uploaded", field=".".join(map(str, location)), size=readable.size)
+    if urls:
+        prepared.data = replace_values(prepared.data, urls)
+    prepared.local_files = []
+    if prepared.schema is not None and settings.validate_input:
+        validate_input(prepared.data, prepared.schema.input_schema)
+    if prepared.schema is not None:
+        prepared.cost_estimate_usd = estimate_cost(prepared.schema, prepared.data)
+    limit = settings.max_cost_usd
+    if limit is not None and prepared.cost_estimate_usd is not None and prepared.cost_estimate_usd > limit:
+        raise ToolFailure(
+            f"refused: the estimated cost ${prepared.cost_estimate_usd:.4f} is above this server's per-call limit "
+            f"${limit:.4f} (FAL_MCP_MAX_COST_USD). Reduce the request (fewer/smaller outputs) or raise the limit.",
+            kind="cost_limit",
+            cost_estimate_usd=prepared.cost_estimate_usd,
+            limit_usd=limit,
+        )
+    if limit is not None and prepared.cost_estimate_usd is None:
+        prepared.notes.append("the cost could not be estimated, so the per-call limit could not be checked")
+    return prepared
+
+
+async def prepare_input(
+    fal: FalClient, settings: Settings, endpoint_id: str, data: dict[str, Any], *, roots: tuple[Path, ...]
+) -> PreparedInput:
+    """:func:`plan_input` then :func:`finalize_input`, for tools that never re-attach."""
+    return await finalize_input(fal, settings, await plan_input(fal, settings, endpoint_id, data, roots=roots))

@@ -1,0 +1,229 @@
+"""Running a queue job for a tool: submit through the ledger, wait with progress, never orphan it.
+
+The flow every waiting tool shares: record the intent, submit, wait at most ``wait_seconds`` while
+streaming progress, and either return the result or the request id to resume with. When the client
+cancels a waiting call, the fal request is cancelled too (unless configured to keep running), and the
+ledger records it either way.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from fal_mcp.fal import errors as fe
+from fal_mcp.fal.endpoint import EndpointId, check_request_id
+from fal_mcp.log import get_logger
+from fal_mcp.server.errors import ToolFailure
+from fal_mcp.server.progress import ProgressReporter
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import Context
+
+    from fal_mcp.fal.client import FalClient
+    from fal_mcp.ledger import Ledger
+    from fal_mcp.server.state import ServerState
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Call:
+    """One tool call's view of the server: its fal client (its user's key), ledger owner and progress."""
+
+    state: ServerState
+    ctx: Context | None
+    fal: FalClient
+    owner: str
+    ledger: Ledger | None
+    reporter: ProgressReporter
+    tool: str
+    started: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    async def start(cls, ctx: Context | None, tool: str) -> Call:
+        state: ServerState = ctx.request_context.lifespan_context  # type: ignore[union-attr]
+        fal, owner = await state.fal_for(ctx)
+        ledger = await state.ledger()
+        send = ctx.report_progress if ctx is not None else None
+        reporter = ProgressReporter(send, heartbeat_seconds=state.settings.heartbeat_seconds)
+        return cls(state=state, ctx=ctx, fal=fal, owner=owner, ledger=ledger, reporter=reporter, tool=tool)
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+
+@dataclass
+class WaitOutcome:
+    """Where a bounded wait ended: ``completed`` is set when fal reported the job finished."""
+
+    status: str = "IN_QUEUE"
+    queue_position: int | None = None
+    logs: list[str] = field(default_factory=list)
+    completed: Any = None  # fal_mcp.fal.models.Completed
+
+    @property
+    def done(self) -> bool:
+        return self.completed is not None
+
+
+def parse_endpoint(endpoint_id: str) -> str:
+    return str(EndpointId.parse(endpoint_id))
+
+
+async def resolve_endpoint(call: Call, request_id: str, endpoint_id: str | None) -> tuple[str, str]:
+    """(request_id, endpoint_id): the endpoint may be omitted when the job is in this user's ledger."""
+    request_id = check_request_id(request_id)
+    if endpoint_id:
+        return request_id, parse_endpoint(endpoint_id)
+    record = await call.ledger.get(request_id, call.owner) if call.ledger is not None else None
+    if record is None:
+        raise ToolFailure(
+            f"request {request_id} is not in this server's job ledger, so its endpoint is unknown: "
+            "pass endpoint_id too (the model id it was submitted to, e.g. 'fal-ai/flux/dev')",
+            kind="invalid_argument",
+        )
+    return request_id, record.endpoint_id
+
+
+async def submit(
+    call: Call,
+    endpoint_id: str,
+    data: dict[str, Any],
+    *,
+    cost_estimate_usd: float | None = None,
+    digest: str | None = None,
+    **options: Any,
+) -> Any:
+    """Submit through the ledger: the intent is on disk before the request leaves, the id right after."""
+    ledger = call.ledger
+    intent = None
+    if ledger is not None:
+        intent = await ledger.record_intent(
+            endpoint_id,
+            call.owner,
+            data,
+            call.tool,
+            cost_estimate_usd=cost_estimate_usd,
+            digest=digest,
+            webhook_url=options.get("webhook_url"),
+        )
+    await call.reporter.report(f"submitting to {endpoint_id}")
+    try:
+        with anyio.CancelScope(shield=True):  # a submit that left must get its id recorded
+            handle = await call.fal.queue.submit(endpoint_id, data, **options)
+    except fe.SubmitOutcomeUnknownError:
+        raise  # the intent stays unresolved; start-up reconciliation finds it
+    except Exception as exc:
+        if ledger is not None and intent is not None:
+            await ledger.mark_intent_failed(intent, getattr(exc, "message", str(exc)))
+        raise
+    if ledger is not None and intent is not None:
+        with anyio.CancelScope(shield=True):
+            await ledger.attach_request_id(
+                intent, handle.request_id, status="IN_QUEUE", queue_position=getattr(handle, "queue_position", None)
+            )
+    log.info("job.submitted", tool=call.tool, endpoint_id=endpoint_id, request_id=handle.request_id)
+    return handle
+
+
+def _event_message(event: Any, outcome: WaitOutcome) -> str | None:
+    from fal_mcp.fal.models import Completed, InProgress, Queued
+
+    if isinstance(event, Queued):
+        outcome.status, outcome.queue_position = "IN_QUEUE", event.position
+        return "queued: next in line" if not event.position else f"queued: {event.position} ahead"
+    if isinstance(event, InProgress):
+        new = [entry.message for entry in event.logs if getattr(entry, "message", None)]
+        outcome.logs.extend(new)
+        first = outcome.status != "IN_PROGRESS"
+        outcome.status, outcome.queue_position = "IN_PROGRESS", None
+        if new:
+            return new[-1]
+        return "running" if first else None
+    if isinstance(event, Completed):
+        outcome.logs.extend(entry.message for entry in event.logs if getattr(entry, "message", None))
+        outcome.status, outcome.completed = "COMPLETED", event
+        return "completed" if not event.error else f"failed: {event.error}"
+    return None
+
+
+async def wait(call: Call, endpoint_id: str, request_id: str, wait_seconds: float) -> WaitOutcome:
+    """Follow fal's status stream for at most ``wait_seconds``, reporting progress; cancel on client cancel."""
+    outcome = WaitOutcome()
+    last_recorded = ""
+    try:
+        async with call.reporter.heartbeat():
+            with anyio.move_on_after(wait_seconds):
+                async with aclosing(call.fal.queue.wait(endpoint_id, request_id, logs=True)) as events:
+                    async for event in events:
+                        message = _event_message(event, outcome)
+                        if message:
+                            await call.reporter.report(message)
+                        if outcome.status != last_recorded and call.ledger is not None and not outcome.done:
+                            last_recorded = outcome.status
+                            await call.ledger.update_status(
+                                request_id, outcome.status, owner=call.owner, queue_position=outcome.queue_position
+                            )
+                        if outcome.done:
+                            break
+    except anyio.get_cancelled_exc_class():
+        with anyio.CancelScope(shield=True):
+            await _on_client_cancel(call, endpoint_id, request_id)
+        raise
+    except fe.FalError as exc:
+        if isinstance(exc, fe.FalAPIError) and exc.request_id is None:
+            exc.request_id = request_id
+        raise
+    return outcome
+
+
+async def _on_client_cancel(call: Call, endpoint_id: str, request_id: str) -> None:
+    keep = call.state.settings.on_client_cancel == "keep"
+    log.info("job.client_cancelled", request_id=request_id, endpoint_id=endpoint_id, keep_running=keep)
+    if keep:
+        return
+    try:
+        with anyio.fail_after(10):
+            await call.fal.queue.cancel(endpoint_id, request_id)
+        if call.ledger is not None:
+            await call.ledger.update_status(
+                request_id, "CANCELLED", owner=call.owner, error="cancelled because the client cancelled"
+            )
+    except Exception as exc:  # best effort: the ledger still knows the job
+        log.warning("job.cancel_failed", request_id=request_id, error=getattr(exc, "message", str(exc)))
+
+
+async def fetch_result(call: Call, endpoint_id: str, request_id: str) -> dict[str, Any]:
+    """The finished job's output; a failed job raises its error and is recorded as FAILED."""
+    from fal_mcp.ledger import extract_result_urls
+
+    try:
+        output = await call.fal.queue.result(endpoint_id, request_id)
+    except fe.FalAPIError as exc:
+        if exc.request_id is None:
+            exc.request_id = request_id
+        if call.ledger is not None and not isinstance(exc, (fe.NotFoundError, fe.RateLimitError)):
+            status = "CANCELLED" if isinstance(exc, fe.RequestCancelledError) else "FAILED"
+            with anyio.CancelScope(shield=True):
+                await call.ledger.update_status(
+                    request_id, status, owner=call.owner, error=exc.message, error_type=exc.error_type
+                )
+        raise
+    if call.ledger is not None:
+        with anyio.CancelScope(shield=True):
+            await call.ledger.update_status(
+                request_id, "COMPLETED", owner=call.owner, result_urls=extract_result_urls(output)
+            )
+    return output
+
+
+def next_step_for(request_id: str) -> str:
+    return (
+        f"The job is still running on fal and nothing is lost. Call queue_result(request_id='{request_id}') "
+        "to keep waiting (or queue_status to check, queue_cancel to stop it)."
+    )

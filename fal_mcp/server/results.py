@@ -1,0 +1,222 @@
+"""Results an agent can use: structured output, a short summary, a link per file, small thumbnails.
+
+fal's output stays whole in ``structuredContent`` (except huge inline data URIs, which are shortened);
+``content`` carries a one-paragraph summary, a ``resource_link`` per output file and, for images, a
+thumbnail bounded in pixels and bytes so the agent sees what it made without blowing its context.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import mimetypes
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+import anyio
+from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
+
+from fal_mcp.log import get_logger
+from fal_mcp.server.outputs import JobOutput, OutputFile
+
+if TYPE_CHECKING:
+    from fal_mcp.server.jobs import Call
+
+log = get_logger(__name__)
+
+MAX_FILES = 50
+MAX_THUMBNAILS = 4
+INLINE_DATA_LIMIT = 2048  # data URIs longer than this are shortened in structuredContent
+THUMBNAIL_SOURCE_LIMIT = 40 * 1024 * 1024
+
+
+def find_files(output: Any) -> list[OutputFile]:
+    """Every fal File/Image object (``{"url": …}``) in an output, in order, without duplicates."""
+    found: list[OutputFile] = []
+    seen: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if len(found) >= MAX_FILES:
+            return
+        if isinstance(value, dict):
+            url = value.get("url")
+            if isinstance(url, str) and url.startswith(("http://", "https://", "data:")) and url not in seen:
+                seen.add(url)
+                found.append(
+                    OutputFile(
+                        url=url,
+                        content_type=value.get("content_type") or _guess_type(url),
+                        file_name=value.get("file_name") or _name_from_url(url),
+                        width=_int(value.get("width")),
+                        height=_int(value.get("height")),
+                        size=_int(value.get("file_size")),
+                    )
+                )
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(output)
+    return found
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _guess_type(url: str) -> str | None:
+    if url.startswith("data:"):
+        return url[5:].split(";", 1)[0].split(",", 1)[0] or None
+    return mimetypes.guess_type(urlsplit(url).path)[0]
+
+
+def _name_from_url(url: str) -> str | None:
+    if url.startswith("data:"):
+        ext = mimetypes.guess_extension(_guess_type(url) or "") or ".bin"
+        return f"output{ext}"
+    return PurePosixPath(unquote(urlsplit(url).path)).name or None
+
+
+def shorten_data_uris(value: Any, limit: int = INLINE_DATA_LIMIT) -> Any:
+    if isinstance(value, str) and value.startswith("data:") and len(value) > limit:
+        head = value.split(",", 1)[0]
+        return f"{head},…[{len(value)} characters omitted; see files / pass download_dir to save it]"
+    if isinstance(value, dict):
+        return {k: shorten_data_uris(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shorten_data_uris(v, limit) for v in value]
+    return value
+
+
+def summary(job: JobOutput) -> str:
+    parts = [f"{job.endpoint_id} {job.status.lower().replace('_', ' ')}"]
+    if job.request_id:
+        parts.append(f"(request {job.request_id})")
+    if job.elapsed_seconds is not None:
+        parts.append(f"in {job.elapsed_seconds:.1f}s")
+    text = " ".join(parts) + "."
+    if job.reattached:
+        text += " Re-attached to an identical earlier job: no new charge."
+    if job.cost_estimate_usd is not None:
+        text += f" Estimated cost ${job.cost_estimate_usd:.4f}."
+    if job.files:
+        described = []
+        for f in job.files[:10]:
+            size = f" {f.width}x{f.height}" if f.width and f.height else ""
+            where = f.saved_path or (f.url if not f.url.startswith("data:") else "inline data")
+            described.append(f"{f.content_type or 'file'}{size}: {where}")
+        text += f" {len(job.files)} file(s): " + "; ".join(described)
+        if len(job.files) > 10:
+            text += "; …"
+    elif job.output is not None and job.status == "COMPLETED":
+        text += " Output is in the structured result."
+    if job.next_step:
+        text += " " + job.next_step
+    return text
+
+
+async def _read_bytes(call: Call, url: str, limit: int) -> bytes:
+    """A file's bytes: inline data URIs decoded, URLs fetched through the URL guard (fal hosts allowed)."""
+    if url.startswith("data:"):
+        header, _, payload = url.partition(",")
+        try:
+            data = base64.b64decode(payload, validate=False) if ";base64" in header else unquote(payload).encode()
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("malformed data URI") from exc
+        if len(data) > limit:
+            raise ValueError("inline file too large")
+        return data
+    from dataclasses import replace
+
+    from fal_mcp.server.netguard import fetch_bytes
+
+    client, policy = await call.state.fetch_client()
+    return await fetch_bytes(replace(policy, max_bytes=limit), client, url)
+
+
+def _make_thumbnail(data: bytes, max_px: int, max_bytes: int) -> bytes | None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.draft("RGB", (max_px, max_px))
+            image.thumbnail((max_px, max_px))
+            rgb = image.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+    for quality in (85, 70, 55, 40, 25):
+        buffer = io.BytesIO()
+        rgb.save(buffer, format="JPEG", quality=quality, optimize=True)
+        if buffer.tell() <= max_bytes:
+            return buffer.getvalue()
+        if quality == 40:
+            rgb.thumbnail((max(16, rgb.width // 2), max(16, rgb.height // 2)))
+    return None
+
+
+async def thumbnails(call: Call, files: list[OutputFile]) -> list[ImageContent]:
+    settings = call.state.settings
+    blocks: list[ImageContent] = []
+    for f in [f for f in files if (f.content_type or "").startswith("image/")][:MAX_THUMBNAILS]:
+        try:
+            with anyio.fail_after(20):
+                data = await _read_bytes(call, f.url, THUMBNAIL_SOURCE_LIMIT)
+            thumb = await anyio.to_thread.run_sync(
+                _make_thumbnail, data, settings.thumbnail_max_px, settings.thumbnail_max_bytes
+            )
+        except Exception as exc:  # a missing preview never fails the job
+            log.info("thumbnail.skipped", url_kind=f.url[:5], error=type(exc).__name__)
+            continue
+        if thumb is not None:
+            blocks.append(ImageContent(type="image", data=base64.b64encode(thumb).decode(), mime_type="image/jpeg"))
+    return blocks
+
+
+async def save_files(call: Call, files: list[OutputFile], download_dir: str) -> None:
+    """Download every output file into ``download_dir`` (inside the allowed roots), recording saved_path."""
+    from fal_mcp.server.guards import FilePolicy, resolve_writable_dir, safe_output_path
+
+    settings = call.state.settings
+    roots = await call.state.roots(call.ctx)
+    policy = FilePolicy(roots=roots, allow_dotfiles=settings.allow_dotfiles, max_read_bytes=settings.max_upload_bytes)
+    directory = resolve_writable_dir(policy, download_dir, roots[0] if roots else Path.cwd())
+    for f in files:
+        data = await _read_bytes(call, f.url, settings.max_upload_bytes)
+        path, handle = safe_output_path(directory, f.file_name or "output")
+        with handle:
+            await anyio.to_thread.run_sync(handle.write, data)
+        f.saved_path = str(path)
+        f.size = f.size or len(data)
+
+
+async def job_result(call: Call, job: JobOutput, *, download_dir: str | None = None) -> CallToolResult:
+    job.files = find_files(job.output)
+    if download_dir and job.files:
+        await save_files(call, job.files, download_dir)
+    job.output = shorten_data_uris(job.output)
+    content: list[ContentBlock] = [TextContent(type="text", text=summary(job))]
+    for f in job.files:
+        if f.url.startswith("data:"):
+            continue
+        content.append(
+            ResourceLink(
+                type="resource_link",
+                uri=f.url,
+                name=f.file_name or "output",
+                mime_type=f.content_type,
+                size=f.size,
+            )
+        )
+    if call.state.settings.thumbnails:
+        content.extend(await thumbnails(call, job.files))
+    return CallToolResult(content=content, structured_content=job.model_dump(mode="json"))
+
+
+def pending_result(job: JobOutput) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=summary(job))], structured_content=job.model_dump(mode="json")
+    )

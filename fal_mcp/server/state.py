@@ -1,0 +1,218 @@
+"""What the server's lifespan owns: the fal client (one pooled HTTP client), the ledger, the settings.
+
+Both are created on first use, not at start-up, so the first ``tools/list`` answers as fast as a bare
+server; and the embedded emulator of ``--local`` starts only when a tool first needs fal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from fal_mcp.config import Settings
+from fal_mcp.fal.auth import FalCredentials, credentials_from_key
+from fal_mcp.log import get_logger
+
+if TYPE_CHECKING:
+    import httpx2
+    from mcp.server.mcpserver import Context
+
+    from fal_mcp.emulator.server import EmulatorServer
+    from fal_mcp.fal.client import FalClient
+    from fal_mcp.ledger import Ledger
+    from fal_mcp.server.netguard import UrlPolicy
+
+log = get_logger(__name__)
+
+LOCAL_OWNER = "local"
+LOCAL_EMULATOR_KEY = "local-emulator:offline-key"
+PER_USER_KEY_HEADERS = ("x-fal-key",)
+
+
+class ServerState:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        credentials: FalCredentials | None,
+        not_configured_reason: str | None = None,
+        fal_client: FalClient | None = None,
+        per_user: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.credentials = credentials
+        self.not_configured_reason = not_configured_reason
+        self.per_user = per_user
+        self._fal = fal_client
+        self._owns_fal = fal_client is None
+        self._fal_lock = anyio.Lock()
+        self._per_user_clients: dict[str, FalClient] = {}
+        self._ledger: Ledger | None = None
+        self._ledger_error: str | None = None
+        self._ledger_opened = False
+        self._ledger_lock = anyio.Lock()
+        self.emulator: EmulatorServer | None = None
+        self._fetch_client: httpx2.AsyncClient | None = None
+        self._roots_cache: dict[int, tuple[Path, ...]] = {}
+
+    # -- fal -----------------------------------------------------------------------------------
+    async def fal(self) -> FalClient:
+        if self._fal is None:
+            async with self._fal_lock:
+                if self._fal is None:
+                    self._fal = await self._create_fal()
+        return self._fal
+
+    async def _create_fal(self) -> FalClient:
+        from fal_mcp.fal.client import FalClient
+        from fal_mcp.fal.hosts import FalHosts
+
+        settings = self.settings
+        hosts, credentials, verify = settings.hosts, self.credentials, _verify_from(settings.ca_file)
+        if settings.local:
+            from fal_mcp.emulator.config import EmulatorConfig
+            from fal_mcp.emulator.server import EmulatorServer
+
+            config = EmulatorConfig(time_scale=settings.emulator_time_scale)
+            self.emulator = await anyio.to_thread.run_sync(lambda: EmulatorServer(config).start())
+            hosts = FalHosts.for_base_url(self.emulator.base_url)
+            credentials = credentials or credentials_from_key(LOCAL_EMULATOR_KEY, source="--local")
+            log.info("local.emulator.started", base_url=self.emulator.base_url)
+        return FalClient(
+            credentials=credentials,
+            hosts=hosts,
+            verify=verify,
+            cache_dir=settings.cache_dir or _default_cache_dir(),
+            not_configured_reason=self.not_configured_reason,
+        )
+
+    async def fal_for(self, ctx: Context | None) -> tuple[FalClient, str]:
+        """The client and ledger owner for this call: the server's key, or in per-user HTTP mode the caller's."""
+        base = await self.fal()
+        if not self.per_user:
+            return base, LOCAL_OWNER
+        key = _caller_key(ctx)
+        if key is None:
+            from fal_mcp.fal.errors import NotConfiguredError
+
+            raise NotConfiguredError(
+                "this server runs in per-user mode: send your own fal key with each request "
+                "(HTTP header 'Authorization: Bearer <FAL_KEY>' or 'X-Fal-Key: <FAL_KEY>')"
+            )
+        owner = "user:" + hashlib.sha256(key.encode()).hexdigest()[:24]
+        client = self._per_user_clients.get(owner)
+        if client is None:
+            client = base.with_credentials(credentials_from_key(key, source="request header"))
+            if len(self._per_user_clients) > 1024:
+                self._per_user_clients.clear()
+            self._per_user_clients[owner] = client
+        return client, owner
+
+    async def fetch_client(self) -> tuple[httpx2.AsyncClient, UrlPolicy]:
+        """The guarded client for URLs a tool fetches (outputs, upload_file(url=…)) and its policy.
+
+        Separate from fal's API client: it checks every address it connects to (private ranges refused
+        unless allowed, fal's own hosts exempt) and never carries the fal key.
+        """
+        from fal_mcp.server.netguard import guarded_client, url_policy_for
+
+        fal = await self.fal()
+        policy = url_policy_for(self.settings, fal.http.hosts, max_bytes=self.settings.max_upload_bytes)
+        if self._fetch_client is None:
+            self._fetch_client = guarded_client(policy, verify=_verify_from(self.settings.ca_file))
+        return self._fetch_client, policy
+
+    # -- ledger ----------------------------------------------------------------------------------
+    async def ledger(self) -> Ledger | None:
+        """The ledger, or ``None`` (with :attr:`ledger_error`) when it cannot be opened: jobs still run."""
+        if not self._ledger_opened:
+            async with self._ledger_lock:
+                if not self._ledger_opened:
+                    from fal_mcp.ledger import Ledger, LedgerError, default_ledger_path
+
+                    path = self.settings.ledger_path or default_ledger_path()
+                    try:
+                        self._ledger = await anyio.to_thread.run_sync(Ledger.open, path)
+                    except LedgerError as exc:
+                        self._ledger_error = str(exc)
+                        log.error("ledger.unavailable", error=str(exc))
+                    self._ledger_opened = True
+        return self._ledger
+
+    @property
+    def ledger_error(self) -> str | None:
+        return self._ledger_error
+
+    # -- roots -----------------------------------------------------------------------------------
+    async def roots(self, ctx: Context | None) -> tuple[Path, ...]:
+        """Directories files may be read from and written to: the client's roots, else the cwd, plus configured."""
+        from fal_mcp.server.guards import roots_from
+
+        client_roots = await _client_roots(ctx) if ctx is not None else None
+        return roots_from(client_roots, Path.cwd(), list(self.settings.allowed_dirs))
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            if self._fal is not None and self._owns_fal:
+                await self._fal.aclose()
+            if self._fetch_client is not None:
+                await self._fetch_client.aclose()
+            if self._ledger is not None:
+                await self._ledger.close()
+            if self.emulator is not None:
+                emulator, self.emulator = self.emulator, None
+                await anyio.to_thread.run_sync(emulator.stop)
+
+
+def _verify_from(ca_file: Path | None) -> Any:
+    if ca_file is None:
+        return True
+    import ssl
+
+    return ssl.create_default_context(cafile=str(ca_file))
+
+
+def _default_cache_dir() -> Path | None:
+    if os.environ.get("FAL_MCP_NO_DISK_CACHE"):
+        return None
+    import platformdirs
+
+    return platformdirs.user_cache_path("fal-mcp")
+
+
+def _caller_key(ctx: Context | None) -> str | None:
+    headers = ctx.headers if ctx is not None else None
+    if not headers:
+        return None
+    lower = {k.lower(): v for k, v in headers.items()}
+    for name in PER_USER_KEY_HEADERS:
+        if lower.get(name, "").strip():
+            return lower[name].strip()
+    auth = lower.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    if scheme.lower() in ("bearer", "key") and token.strip():
+        return token.strip()
+    return None
+
+
+async def _client_roots(ctx: Context) -> list[str] | None:
+    """The client's roots on 2025-era sessions whose client declared the capability; ``None`` otherwise."""
+    import warnings
+
+    caps = ctx.client_capabilities
+    if caps is None or getattr(caps, "roots", None) is None:
+        return None
+    try:
+        from mcp.shared.exceptions import MCPDeprecationWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            result = await ctx.session.list_roots()
+    except Exception as exc:  # no back-channel (2026 era), or the client failed: fall back to the cwd
+        log.debug("roots.unavailable", error=type(exc).__name__)
+        return None
+    return [str(root.uri) for root in result.roots]

@@ -1,0 +1,102 @@
+"""Direct tools: fal_run (one HTTP call), fal_stream (partial outputs as progress), fal_realtime (WebSocket)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import CallToolResult, ToolAnnotations
+from pydantic import Field
+
+from fal_mcp.server import jobs, results
+from fal_mcp.server.errors import ToolFailure, tool_errors
+from fal_mcp.server.inputs import prepare_input
+from fal_mcp.server.jobs import Call
+from fal_mcp.server.outputs import JobOutput, RealtimeOutput, StreamOutput
+
+PAID = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
+EndpointArg = Annotated[str, Field(description="Model endpoint id, e.g. fal-ai/flux/dev")]
+InputArg = Annotated[dict[str, Any], Field(description="The model's input fields (see model_schema)")]
+MAX_REALTIME_INPUTS = 64
+
+
+def _partial_text(event: Any) -> str:
+    """A short, readable rendering of one streamed event for a progress message."""
+    if isinstance(event, dict):
+        for key in ("output", "text", "delta", "partial_output"):
+            if isinstance(event.get(key), str):
+                text = event[key].strip().replace("\n", " ")
+                return text[-200:] if len(text) > 200 else text
+    rendered = json.dumps(event, ensure_ascii=False, default=str)
+    return rendered[:200]
+
+
+@tool_errors
+async def fal_run(ctx: Context, endpoint_id: EndpointArg, input: InputArg) -> Annotated[CallToolResult, JobOutput]:
+    """Run a fast model in one call (no queue). For anything slow use fal_subscribe."""
+    endpoint = jobs.parse_endpoint(endpoint_id)
+    call = await Call.start(ctx, "fal_run")
+    prepared = await prepare_input(call.fal, call.state.settings, endpoint, input, roots=await call.state.roots(ctx))
+    await call.reporter.report(f"running {endpoint}")
+    async with call.reporter.heartbeat():
+        run = await call.fal.runs.run(endpoint, prepared.data)
+    job = JobOutput(
+        status="COMPLETED",
+        endpoint_id=endpoint,
+        request_id=run.request_id,
+        output=run.data,
+        elapsed_seconds=call.elapsed(),
+        cost_estimate_usd=prepared.cost_estimate_usd,
+    )
+    return await results.job_result(call, job)
+
+
+@tool_errors
+async def fal_stream(ctx: Context, endpoint_id: EndpointArg, input: InputArg) -> StreamOutput:
+    """Run a streaming model (e.g. an LLM): partial outputs arrive as progress messages; returns the final one."""
+    endpoint = jobs.parse_endpoint(endpoint_id)
+    call = await Call.start(ctx, "fal_stream")
+    prepared = await prepare_input(call.fal, call.state.settings, endpoint, input, roots=await call.state.roots(ctx))
+    last: Any = None
+    count = 0
+    async with call.reporter.heartbeat():
+        async for event in call.fal.runs.stream(endpoint, prepared.data):
+            count += 1
+            last = event
+            await call.reporter.report(_partial_text(event))
+    if count == 0:
+        raise ToolFailure(f"{endpoint} closed its stream without any output", kind="fal_error")
+    return StreamOutput(
+        endpoint_id=endpoint, output=results.shorten_data_uris(last), events=count, files=results.find_files(last)
+    )
+
+
+@tool_errors
+async def fal_realtime(
+    ctx: Context,
+    endpoint_id: EndpointArg,
+    inputs: Annotated[list[dict[str, Any]], Field(min_length=1, description="Inputs to send, in order")],
+) -> RealtimeOutput:
+    """Send several inputs over one realtime WebSocket connection (e.g. fal-ai/fast-lcm-diffusion); outputs in order."""
+    endpoint = jobs.parse_endpoint(endpoint_id)
+    if len(inputs) > MAX_REALTIME_INPUTS:
+        raise ToolFailure(f"at most {MAX_REALTIME_INPUTS} inputs per call, got {len(inputs)}", kind="invalid_argument")
+    call = await Call.start(ctx, "fal_realtime")
+    roots = await call.state.roots(ctx)
+    prepared = [
+        (await prepare_input(call.fal, call.state.settings, endpoint, item, roots=roots)).data for item in inputs
+    ]
+    await call.reporter.report(f"connecting to {endpoint} (realtime)")
+    async with call.reporter.heartbeat():
+        outputs = await call.fal.realtime.run_many(endpoint, prepared)
+    files = [f for out in outputs for f in results.find_files(out)]
+    return RealtimeOutput(
+        endpoint_id=endpoint, outputs=[results.shorten_data_uris(o) for o in outputs], files=files[: results.MAX_FILES]
+    )
+
+
+def register(server: MCPServer) -> None:
+    server.add_tool(fal_run, title="Run a fast fal model", annotations=PAID)
+    server.add_tool(fal_stream, title="Stream a fal model", annotations=PAID)
+    server.add_tool(fal_realtime, title="fal realtime session", annotations=PAID)

@@ -1,0 +1,265 @@
+"""Queue tools: fal_subscribe (submit and wait), queue_submit/status/result/cancel, jobs_list."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import CallToolResult, ToolAnnotations
+from pydantic import Field
+
+from fal_mcp.fal import errors as fe
+from fal_mcp.server import jobs, results
+from fal_mcp.server.errors import ToolFailure, tool_errors
+from fal_mcp.server.inputs import finalize_input, plan_input, prepare_input
+from fal_mcp.server.jobs import Call
+from fal_mcp.server.outputs import CancelOutput, JobOutput, JobsListOutput, JobSummary, StatusOutput, SubmitOutput
+
+PAID = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
+READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
+CANCEL = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True)
+LOCAL_READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+
+EndpointArg = Annotated[str, Field(description="Model endpoint id, e.g. fal-ai/flux/dev")]
+InputArg = Annotated[dict[str, Any], Field(description="The model's input fields (see model_schema)")]
+RequestIdArg = Annotated[str, Field(description="request_id from a submit")]
+OptionalEndpoint = Annotated[str | None, Field(description="Needed only for jobs not in jobs_list")]
+WaitArg = Annotated[float | None, Field(ge=0, le=3600, description="Max seconds to wait (default ~50)")]
+Priority = Annotated[Literal["normal", "low"] | None, Field(description="Queue priority")]
+Hint = Annotated[str | None, Field(description="Runner routing hint")]
+StartTimeout = Annotated[float | None, Field(gt=1, description="Seconds the job may wait to start")]
+
+
+def _wait_seconds(call: Call, requested: float | None) -> float:
+    return call.state.settings.wait_seconds if requested is None else requested
+
+
+async def _finish_or_report(
+    call: Call,
+    endpoint_id: str,
+    request_id: str,
+    wait_seconds: float,
+    *,
+    cost: float | None = None,
+    reattached: bool = False,
+    download_dir: str | None = None,
+) -> CallToolResult:
+    outcome = await jobs.wait(call, endpoint_id, request_id, wait_seconds)
+    if not outcome.done:
+        job = JobOutput(
+            status=outcome.status,  # type: ignore[arg-type]
+            endpoint_id=endpoint_id,
+            request_id=request_id,
+            queue_position=outcome.queue_position,
+            logs=outcome.logs[-5:],
+            elapsed_seconds=call.elapsed(),
+            cost_estimate_usd=cost,
+            reattached=reattached,
+            next_step=jobs.next_step_for(request_id),
+        )
+        return results.pending_result(job)
+    output = await jobs.fetch_result(call, endpoint_id, request_id)
+    job = JobOutput(
+        status="COMPLETED",
+        endpoint_id=endpoint_id,
+        request_id=request_id,
+        output=output,
+        logs=outcome.logs[-5:],
+        elapsed_seconds=call.elapsed(),
+        cost_estimate_usd=cost,
+        reattached=reattached,
+    )
+    return await results.job_result(call, job, download_dir=download_dir)
+
+
+@tool_errors
+async def fal_subscribe(
+    ctx: Context,
+    endpoint_id: EndpointArg,
+    input: InputArg,
+    wait_seconds: WaitArg = None,
+    priority: Priority = None,
+    hint: Hint = None,
+    start_timeout: StartTimeout = None,
+    fresh: Annotated[bool, Field(description="Pay for a new run even if an identical job exists")] = False,
+    download_dir: Annotated[str | None, Field(description="Save output files into this directory")] = None,
+) -> Annotated[CallToolResult, JobOutput]:
+    """Run a model: submit, stream progress, wait up to wait_seconds. If not done by then, returns the
+    request_id (the job keeps running; call queue_result). Local file paths in file fields are uploaded."""
+    endpoint = jobs.parse_endpoint(endpoint_id)
+    call = await Call.start(ctx, "fal_subscribe")
+    settings = call.state.settings
+    prepared = await plan_input(call.fal, settings, endpoint, input, roots=await call.state.roots(ctx))
+    wait_for = _wait_seconds(call, wait_seconds)
+    if not fresh and call.ledger is not None:
+        window = settings.reuse_window_seconds
+        earlier = await call.ledger.find_reusable(call.owner, endpoint, prepared.digest, window)
+        if earlier is not None and earlier.request_id:
+            await call.reporter.report(f"re-attaching to identical job {earlier.request_id} (no new charge)")
+            try:
+                return await _finish_or_report(
+                    call,
+                    endpoint,
+                    earlier.request_id,
+                    wait_for,
+                    cost=prepared.cost_estimate_usd,
+                    reattached=True,
+                    download_dir=download_dir,
+                )
+            except fe.NotFoundError:
+                await call.reporter.report("the earlier job's result has expired on fal; submitting a new one")
+    await finalize_input(call.fal, settings, prepared)
+    handle = await jobs.submit(
+        call,
+        endpoint,
+        prepared.data,
+        cost_estimate_usd=prepared.cost_estimate_usd,
+        digest=prepared.digest,
+        priority=priority,
+        hint=hint,
+        start_timeout=start_timeout,
+    )
+    return await _finish_or_report(
+        call, endpoint, handle.request_id, wait_for, cost=prepared.cost_estimate_usd, download_dir=download_dir
+    )
+
+
+@tool_errors
+async def queue_submit(
+    ctx: Context,
+    endpoint_id: EndpointArg,
+    input: InputArg,
+    webhook_url: Annotated[str | None, Field(description="fal POSTs the result here when done")] = None,
+    priority: Priority = None,
+    hint: Hint = None,
+    start_timeout: StartTimeout = None,
+) -> SubmitOutput:
+    """Queue a job and return its request_id at once (no waiting). Follow with queue_status/queue_result."""
+    endpoint = jobs.parse_endpoint(endpoint_id)
+    if webhook_url is not None and not webhook_url.lower().startswith(("https://", "http://")):
+        raise ToolFailure("webhook_url must be an http(s) URL that fal can reach", kind="invalid_argument")
+    call = await Call.start(ctx, "queue_submit")
+    prepared = await prepare_input(call.fal, call.state.settings, endpoint, input, roots=await call.state.roots(ctx))
+    handle = await jobs.submit(
+        call,
+        endpoint,
+        prepared.data,
+        cost_estimate_usd=prepared.cost_estimate_usd,
+        digest=prepared.digest,
+        webhook_url=webhook_url,
+        priority=priority,
+        hint=hint,
+        start_timeout=start_timeout,
+    )
+    return SubmitOutput(
+        request_id=handle.request_id,
+        endpoint_id=endpoint,
+        status="IN_QUEUE",
+        queue_position=getattr(handle, "queue_position", None),
+        cost_estimate_usd=prepared.cost_estimate_usd,
+        next_step=f"Call queue_result(request_id='{handle.request_id}') to wait for the output.",
+    )
+
+
+@tool_errors
+async def queue_status(
+    ctx: Context,
+    request_id: RequestIdArg,
+    endpoint_id: OptionalEndpoint = None,
+    logs: Annotated[bool, Field(description="Include recent log lines")] = False,
+) -> StatusOutput:
+    """A queued job's status now: IN_QUEUE (with position), IN_PROGRESS or COMPLETED."""
+    call = await Call.start(ctx, "queue_status")
+    request_id, endpoint = await jobs.resolve_endpoint(call, request_id, endpoint_id)
+    status = await call.fal.queue.status(endpoint, request_id, logs=logs)
+    failed = status.status == "COMPLETED" and status.error
+    if call.ledger is not None and status.status != "COMPLETED":
+        await call.ledger.update_status(
+            request_id, status.status, owner=call.owner, queue_position=status.queue_position
+        )
+    metrics = status.metrics or {}
+    return StatusOutput(
+        request_id=request_id,
+        endpoint_id=endpoint,
+        status="FAILED" if failed else status.status,
+        queue_position=status.queue_position,
+        logs=[entry.message for entry in (status.logs or [])][-20:],
+        error=status.error,
+        error_type=status.error_type,
+        inference_seconds=metrics.get("inference_time") if isinstance(metrics, dict) else None,
+    )
+
+
+@tool_errors
+async def queue_result(
+    ctx: Context,
+    request_id: RequestIdArg,
+    endpoint_id: OptionalEndpoint = None,
+    wait_seconds: WaitArg = None,
+) -> Annotated[CallToolResult, JobOutput]:
+    """Wait (bounded, with progress) for a queued job and return its output, or its status if still running."""
+    call = await Call.start(ctx, "queue_result")
+    request_id, endpoint = await jobs.resolve_endpoint(call, request_id, endpoint_id)
+    return await _finish_or_report(call, endpoint, request_id, _wait_seconds(call, wait_seconds))
+
+
+@tool_errors
+async def queue_cancel(ctx: Context, request_id: RequestIdArg, endpoint_id: OptionalEndpoint = None) -> CancelOutput:
+    """Cancel a queued or running job. A job already running may still finish (and be billed)."""
+    call = await Call.start(ctx, "queue_cancel")
+    request_id, endpoint = await jobs.resolve_endpoint(call, request_id, endpoint_id)
+    outcome = await call.fal.queue.cancel(endpoint, request_id)
+    value = getattr(outcome, "value", outcome)
+    if value == "CANCELLATION_REQUESTED":
+        message = "Cancellation requested: a queued job is removed; a running one is stopped if the model allows."
+        if call.ledger is not None:
+            await call.ledger.update_status(
+                request_id, "CANCELLED", owner=call.owner, error="cancelled by queue_cancel"
+            )
+    else:
+        message = "The job had already completed; nothing was cancelled. Use queue_result to get its output."
+    return CancelOutput(request_id=request_id, endpoint_id=endpoint, outcome=value, message=message)
+
+
+@tool_errors
+async def jobs_list(
+    ctx: Context,
+    status: Annotated[
+        Literal["running", "finished", "IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED", "UNKNOWN"] | None,
+        Field(description="Filter by state"),
+    ] = None,
+    endpoint_id: Annotated[str | None, Field(description="Filter by model")] = None,
+    limit: Annotated[int, Field(ge=1, le=200)] = 20,
+) -> JobsListOutput:
+    """Jobs you submitted (newest first) with their last known state, from the local ledger."""
+    state = ctx.request_context.lifespan_context
+    _fal, owner = await state.fal_for(ctx)
+    ledger = await state.ledger()
+    if ledger is None:
+        return JobsListOutput(jobs=[], ledger=f"the job ledger is unavailable: {state.ledger_error}")
+    records = await ledger.list(owner, status=status, endpoint_id=endpoint_id, limit=limit)
+    return JobsListOutput(
+        jobs=[
+            JobSummary(
+                request_id=r.request_id,
+                endpoint_id=r.endpoint_id,
+                status=r.status,
+                created_at=r.created,
+                updated_at=r.updated,
+                origin_tool=r.origin_tool,
+                input_preview=r.input_preview,
+                result_urls=list(r.result_urls or []),
+                error=r.error,
+            )
+            for r in records
+        ]
+    )
+
+
+def register(server: MCPServer) -> None:
+    server.add_tool(fal_subscribe, title="Run a fal model (wait with progress)", annotations=PAID)
+    server.add_tool(queue_submit, title="Queue a fal job", annotations=PAID)
+    server.add_tool(queue_status, title="fal job status", annotations=READ)
+    server.add_tool(queue_result, title="fal job result", annotations=READ)
+    server.add_tool(queue_cancel, title="Cancel a fal job", annotations=CANCEL)
+    server.add_tool(jobs_list, title="Your fal jobs", annotations=LOCAL_READ)

@@ -1,0 +1,43 @@
+"""Small helpers for server tests: calling tools and collecting progress."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mcp import Client
+from mcp.types import CallToolResult
+
+
+@dataclass
+class Progress:
+    events: list[tuple[float, float | None, str | None]] = field(default_factory=list)
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
+        self.events.append((progress, total, message))
+
+    @property
+    def messages(self) -> list[str]:
+        return [m or "" for _, _, m in self.events]
+
+    def assert_strictly_increasing(self) -> None:
+        values = [p for p, _, _ in self.events]
+        assert values == sorted(set(values)), values
+
+
+async def call(client: Client, tool: str, args: dict[str, Any], progress: Progress | None = None) -> CallToolResult:
+    return await client.call_tool(tool, args, progress_callback=progress)
+
+
+def structured(result: CallToolResult) -> dict[str, Any]:
+    assert result.structured_content is not None, result.content
+    return result.structured_content
+
+
+def text_of(result: CallToolResult) -> str:
+    return "\n".join(getattr(block, "text", "") for block in result.content)
+
+
+def error_of(result: CallToolResult) -> dict[str, Any]:
+    assert result.is_error, text_of(result)
+    return structured(result)["error"]

@@ -1,0 +1,74 @@
+"""The tool list: fixed names, honest annotations, typed schemas, and cheap for the model to read."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mcp import Client
+
+from fal_mcp.server.app import FalMCPServer
+
+pytestmark = pytest.mark.anyio
+
+EXPECTED = {
+    "model_search": {"query", "category", "limit", "cursor"},
+    "model_schema": {"endpoint_id", "full"},
+    "fal_subscribe": {
+        "endpoint_id",
+        "input",
+        "wait_seconds",
+        "priority",
+        "hint",
+        "start_timeout",
+        "fresh",
+        "download_dir",
+    },
+    "fal_run": {"endpoint_id", "input"},
+    "fal_stream": {"endpoint_id", "input"},
+    "fal_realtime": {"endpoint_id", "inputs"},
+    "queue_submit": {"endpoint_id", "input", "webhook_url", "priority", "hint", "start_timeout"},
+    "queue_status": {"request_id", "endpoint_id", "logs"},
+    "queue_result": {"request_id", "endpoint_id", "wait_seconds"},
+    "queue_cancel": {"request_id", "endpoint_id"},
+    "upload_file": {"path", "url", "data", "content_type", "file_name"},
+    "jobs_list": {"status", "endpoint_id", "limit"},
+}
+READ_ONLY = {"model_search", "model_schema", "queue_status", "queue_result", "jobs_list"}
+PLUGIN_PREFIX = "mcp__plugin_fal_fal__"
+
+
+async def test_tool_names_arguments_and_schemas(server: FalMCPServer, mode: str) -> None:
+    async with Client(server, mode=mode) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert set(tools) == set(EXPECTED)
+    for name, tool in tools.items():
+        assert len(PLUGIN_PREFIX + name) <= 64
+        schema = tool.input_schema
+        assert schema["type"] == "object"
+        assert not {"anyOf", "oneOf", "allOf", "$ref"} & set(schema), name
+        assert set(schema["properties"]) == EXPECTED[name], name
+        assert tool.title and tool.description
+        assert tool.output_schema and tool.output_schema.get("type") == "object", name
+        annotations = tool.annotations
+        assert annotations is not None
+        assert annotations.read_only_hint is (name in READ_ONLY), name
+        assert annotations.destructive_hint is (name == "queue_cancel"), name
+        assert annotations.open_world_hint is (name != "jobs_list"), name
+        assert "title" not in json.dumps(schema["properties"]), "pydantic titles should be compacted away"
+
+
+async def test_what_the_model_reads_fits_in_8_kb(server: FalMCPServer) -> None:
+    async with Client(server) as client:
+        tools = (await client.list_tools()).tools
+    payload = [{"name": t.name, "description": t.description, "inputSchema": t.input_schema} for t in tools]
+    size = len(json.dumps(payload, separators=(",", ":")).encode())
+    assert size <= 8 * 1024, f"tool list costs {size} bytes"
+
+
+async def test_required_arguments(server: FalMCPServer) -> None:
+    async with Client(server) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert set(tools["fal_subscribe"].input_schema["required"]) == {"endpoint_id", "input"}
+    assert set(tools["queue_result"].input_schema["required"]) == {"request_id"}
+    assert "required" not in tools["upload_file"].input_schema or not tools["upload_file"].input_schema["required"]
