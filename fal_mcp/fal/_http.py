@@ -50,7 +50,7 @@ def request_was_sent(error: FalError) -> bool:
 
     Only connection failures raised before a byte was sent are known not to have reached fal.
     """
-    return bool(getattr(error, "request_sent", True))
+    return not isinstance(error, FalConnectionError) or error.request_sent
 
 
 def fal_headers(
@@ -280,13 +280,10 @@ class FalHTTP:
     def transport_error(self, exc: Exception, url: str) -> FalConnectionError:
         """The :class:`FalConnectionError` for a transport failure, marked for :func:`request_was_sent`."""
         where = _safe_url(url)
-        error: FalConnectionError
+        sent = not isinstance(exc, NOT_SENT_ERRORS)
         if isinstance(exc, httpx2.TimeoutException):
-            error = FalTimeoutError(f"fal did not answer in time ({type(exc).__name__}) at {where}")
-        else:
-            error = FalConnectionError(f"could not reach fal at {where}: {type(exc).__name__}: {exc}")
-        error.request_sent = not isinstance(exc, NOT_SENT_ERRORS)  # type: ignore[attr-defined]
-        return error
+            return FalTimeoutError(f"fal did not answer in time ({type(exc).__name__}) at {where}", request_sent=sent)
+        return FalConnectionError(f"could not reach fal at {where}: {type(exc).__name__}: {exc}", request_sent=sent)
 
     async def _backoff(self, method: str, url: str, attempt: int, retry_after: float | None, why: object) -> None:
         delay = self.retry.delay(attempt, retry_after)

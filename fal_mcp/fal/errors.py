@@ -17,10 +17,14 @@ ERRORS_DOC_URL = "https://docs.fal.ai/errors/"
 
 
 class FalError(Exception):
-    """Base of every error this package raises."""
+    """Base of every error this package raises. ``request_id`` names the job when one is concerned."""
 
-    def __init__(self, message: str) -> None:
+    request_id: str | None = None
+
+    def __init__(self, message: str, *, request_id: str | None = None) -> None:
         self.message = redact(message)
+        if request_id is not None:
+            self.request_id = request_id
         super().__init__(self.message)
 
 
@@ -33,7 +37,14 @@ class InvalidEndpointIdError(FalError, ValueError):
 
 
 class FalConnectionError(FalError):
-    """fal could not be reached (DNS, connect, TLS, dropped connection)."""
+    """fal could not be reached (DNS, connect, TLS, dropped connection).
+
+    ``request_sent`` is False only when the request provably never left this machine.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool = True, request_id: str | None = None) -> None:
+        super().__init__(message, request_id=request_id)
+        self.request_sent = request_sent
 
 
 class FalTimeoutError(FalConnectionError):
@@ -48,7 +59,7 @@ class SubmitOutcomeUnknownError(FalConnectionError):
     """
 
     def __init__(self, message: str, *, endpoint_id: str, input_digest: str, sent_at: float) -> None:
-        super().__init__(message)
+        super().__init__(message, request_sent=True)
         self.endpoint_id = endpoint_id
         self.input_digest = input_digest
         self.sent_at = sent_at
@@ -93,11 +104,10 @@ class FalAPIError(FalError):
         body: Any = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, request_id=request_id)
         if status_code is not None:
             self.status_code = status_code
         self.error_type = error_type
-        self.request_id = request_id
         self.body = body
         self.retry_after = retry_after
 
@@ -146,6 +156,12 @@ class ContentPolicyError(ValidationError):
     """422 ``content_policy_violation``: the prompt or media was refused by a safety filter."""
 
 
+class ResultNotReadyError(FalAPIError):
+    """The result was asked for before the job completed (fal answers 202 with the status)."""
+
+    status_code = 202
+
+
 class RateLimitError(FalAPIError):
     """429: too many requests or concurrent requests; ``retry_after`` seconds when fal said."""
 
@@ -192,6 +208,7 @@ _BY_ERROR_TYPE: dict[str, type[FalAPIError]] = {
     "client_cancelled": RequestCancelledError,
     "client_disconnected": RequestCancelledError,
     "concurrent_requests_limit": RateLimitError,
+    "startup_timeout": StartTimeoutError,
 }
 
 
@@ -304,20 +321,30 @@ def make_api_error(status_code: int, headers: Mapping[str, str], body: Any, text
     return cls(message, **kwargs)
 
 
+# Documented HTTP statuses of fal's request-level error types (D-REQERR).
+REQUEST_ERROR_STATUS: dict[str, int] = {
+    "request_timeout": 504,
+    "startup_timeout": 504,
+    "runner_scheduling_failure": 503,
+    "runner_connection_timeout": 503,
+    "runner_disconnected": 503,
+    "runner_connection_refused": 503,
+    "runner_connection_error": 503,
+    "runner_incomplete_response": 502,
+    "runner_server_error": 500,
+    "client_disconnected": 499,
+    "client_cancelled": 499,
+    "bad_request": 400,
+    "internal_error": 500,
+}
+
+
 def error_from_status_payload(status: Mapping[str, Any]) -> FalAPIError:
     """A job that finished as ``COMPLETED`` with ``error``/``error_type`` in its status (no HTTP error)."""
     error_type = status.get("error_type")
     message = str(status.get("error") or "the request failed")
-    status_code = {
-        "request_timeout": 504,
-        "startup_timeout": 504,
-        "client_cancelled": 499,
-        "client_disconnected": 499,
-        "bad_request": 400,
-    }.get(str(error_type), 500)
-    cls = _BY_ERROR_TYPE.get(str(error_type)) or (RequestCancelledError if status_code == 499 else ServerError)
-    if status_code == 400:
-        cls = BadRequestError
+    status_code = REQUEST_ERROR_STATUS.get(str(error_type), 500)
+    cls: type[FalAPIError] = _BY_ERROR_TYPE.get(str(error_type)) or _BY_STATUS.get(status_code) or ServerError
     return cls(
         message,
         status_code=status_code,

@@ -33,6 +33,7 @@ from fal_mcp.fal.errors import (
     FalError,
     NotFoundError,
     PermissionDeniedError,
+    ResultNotReadyError,
     SubmitOutcomeUnknownError,
 )
 from fal_mcp.fal.models import (
@@ -74,8 +75,8 @@ def _epoch(value: Any) -> float | None:
 
 def _attach_request_id(error: FalError, request_id: str) -> None:
     """Make sure an error leaving a job-scoped call names the job, so a caller never loses it."""
-    if getattr(error, "request_id", None) != request_id:
-        error.request_id = request_id  # type: ignore[attr-defined]
+    if error.request_id != request_id:
+        error.request_id = request_id
 
 
 def parse_status(data: Any, request_id: str) -> QueueStatus:
@@ -471,7 +472,7 @@ class QueueAPI:
         if response.status_code == 202 or (
             isinstance(data, Mapping) and data.get("status") in ("IN_QUEUE", "IN_PROGRESS") and "request_id" in data
         ):
-            raise FalAPIError(
+            raise ResultNotReadyError(
                 f"request {handle.request_id} has not completed yet ({data.get('status', 'running')}); "
                 "wait for it, then fetch the result",
                 status_code=response.status_code,

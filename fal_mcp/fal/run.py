@@ -136,8 +136,8 @@ class RunAPI:
                 f"fal's stream for {endpoint} sent nothing for {idle_timeout:g} s (request {request_id or 'unknown'})"
             ) from None
         except FalError as exc:
-            if request_id is not None and getattr(exc, "request_id", None) is None:
-                exc.request_id = request_id  # type: ignore[attr-defined]
+            if request_id is not None and exc.request_id is None:
+                exc.request_id = request_id
             raise
 
 

@@ -142,7 +142,9 @@ def test_non_json_bodies_and_bare_statuses() -> None:
 def test_failed_status_payloads_become_errors() -> None:
     cases = [
         ("request_timeout", ServerError, 504),
-        ("runner_disconnected", ServerError, 500),
+        ("runner_disconnected", ServerError, 503),
+        ("runner_incomplete_response", ServerError, 502),
+        ("startup_timeout", StartTimeoutError, 504),
         ("client_cancelled", RequestCancelledError, 499),
         ("bad_request", BadRequestError, 400),
     ]
