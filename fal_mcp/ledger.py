@@ -133,6 +133,9 @@ class JobRecord(BaseModel):
     created_at: float
     updated_at: float
     completed_at: float | None = None  # when the job reached any terminal state
+    # Digest of the exact JSON body sent to fal, when it differs from ``input_digest`` (local files
+    # uploaded to fresh URLs); reconciliation looks the submit up in fal's history by it.
+    body_digest: str | None = None
 
     @property
     def is_running(self) -> bool:
@@ -276,6 +279,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX jobs_owner_created ON jobs (owner, created_at)",
         "CREATE INDEX jobs_reuse ON jobs (owner, endpoint_id, input_digest)",
     ),
+    2: ("ALTER TABLE jobs ADD COLUMN body_digest TEXT",),
 }
 SCHEMA_VERSION = max(_MIGRATIONS)
 
@@ -414,14 +418,16 @@ class Ledger:
         (e.g. local files uploaded to fresh URLs are identified by path, size and mtime instead).
         """
         job_id = INTENT_PREFIX + uuid.uuid4().hex
-        digest = digest or input_digest(input)
+        body_digest = input_digest(input)
+        digest = digest or body_digest
         preview = input_preview(input)
 
         def insert(conn: sqlite3.Connection, now: float) -> None:
             conn.execute(
                 """INSERT INTO jobs (job_id, owner, endpoint_id, input_digest, input_preview, status,
-                                     cost_estimate_usd, origin_tool, webhook_url, created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                                     cost_estimate_usd, origin_tool, webhook_url, created_at, updated_at,
+                                     body_digest)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     job_id,
                     owner,
@@ -434,6 +440,7 @@ class Ledger:
                     webhook_url,
                     now,
                     now,
+                    body_digest if body_digest != digest else None,
                 ),
             )
 

@@ -317,19 +317,24 @@ class QueueAPI:
     async def find_submission(
         self,
         endpoint_id: str,
-        input: Mapping[str, Any],
+        input: Mapping[str, Any] | None = None,
         *,
+        digest: str | None = None,
         since: float,
         exclude: Collection[str] = (),
     ) -> JobHandle | None:
-        """The request fal queued for ``input`` at or after ``since`` (epoch) that is not in ``exclude``.
+        """The request fal queued for ``input`` (or its ``digest``) at or after ``since`` (epoch), not in ``exclude``.
 
         One scan of fal's request history (for e.g. a restarted server's unfinished submits); raises the
         :class:`FalError` when the history cannot be read and :class:`SubmitOutcomeUnknownError` when it
         lacks the payloads needed to tell.
         """
+        if digest is None:
+            if input is None:
+                raise ValueError("find_submission needs the input or its digest")
+            digest = digest_of(dict(input))
         endpoint = EndpointId.parse(endpoint_id)
-        return await self._find(endpoint, digest_of(dict(input)), since, exclude, self.reconcile.page_limit)
+        return await self._find(endpoint, digest, since, exclude, self.reconcile.page_limit)
 
     async def _find(
         self, endpoint: EndpointId, digest: str, since: float, exclude: Collection[str], page_limit: int

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.types import Tool
 
@@ -87,8 +88,12 @@ def build_server(
             per_user=per_user,
         )
         try:
-            yield state
+            async with anyio.create_task_group() as background:
+                state.background = background
+                yield state
+                background.cancel_scope.cancel()
         finally:
+            state.background = None
             await state.aclose()
 
     server = FalMCPServer(

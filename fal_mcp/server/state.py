@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from fal_mcp.log import get_logger
 
 if TYPE_CHECKING:
     import httpx2
+    from anyio.abc import TaskGroup
     from mcp.server.mcpserver import Context
 
     from fal_mcp.emulator.server import EmulatorServer
@@ -57,6 +59,9 @@ class ServerState:
         self._ledger_lock = anyio.Lock()
         self.emulator: EmulatorServer | None = None
         self._fetch_client: httpx2.AsyncClient | None = None
+        self.started_at = time.time()
+        self.background: TaskGroup | None = None  # set by the lifespan; runs reconciliation
+        self._reconciled: set[str] = set()
         self._roots_cache: dict[int, tuple[Path, ...]] = {}
 
     # -- fal -----------------------------------------------------------------------------------
@@ -92,6 +97,11 @@ class ServerState:
 
     async def fal_for(self, ctx: Context | None) -> tuple[FalClient, str]:
         """The client and ledger owner for this call: the server's key, or in per-user HTTP mode the caller's."""
+        client, owner = await self._fal_for(ctx)
+        self._start_reconciliation(client, owner)
+        return client, owner
+
+    async def _fal_for(self, ctx: Context | None) -> tuple[FalClient, str]:
         base = await self.fal()
         if not self.per_user:
             return base, LOCAL_OWNER
@@ -125,6 +135,52 @@ class ServerState:
         if self._fetch_client is None:
             self._fetch_client = guarded_client(policy, verify=_verify_from(self.settings.ca_file))
         return self._fetch_client, policy
+
+    # -- reconciliation --------------------------------------------------------------------------
+    def _start_reconciliation(self, fal: FalClient, owner: str) -> None:
+        """Once per owner, settle submits an earlier process sent but never heard back about."""
+        if owner in self._reconciled or self.background is None or fal.http.credentials is None:
+            return
+        self._reconciled.add(owner)
+        self.background.start_soon(self.reconcile_intents, fal, owner)
+
+    async def reconcile_intents(self, fal: FalClient, owner: str) -> int:
+        """Look each unresolved intent up in fal's request history: attach its id, or mark it failed/unknown.
+
+        Only intents from before this process started: this process's own are still in flight.
+        """
+        from fal_mcp.fal.errors import FalError, SubmitOutcomeUnknownError
+
+        ledger = await self.ledger()
+        if ledger is None:
+            return 0
+        settled = 0
+        intents = [i for i in await ledger.unresolved_intents(owner) if i.created_at < self.started_at]
+        for intent in intents:
+            known = [r.request_id for r in await ledger.list(owner, endpoint_id=intent.endpoint_id, limit=500)]
+            try:
+                handle = await fal.queue.find_submission(
+                    intent.endpoint_id,
+                    digest=intent.body_digest or intent.input_digest,
+                    since=intent.created_at - 60,
+                    exclude=[r for r in known if r],
+                )
+            except SubmitOutcomeUnknownError as exc:
+                await ledger.mark_intent_unknown(intent.job_id, exc.message)
+                continue
+            except FalError as exc:  # history unreachable now: try again on the next start
+                log.warning("reconcile.unavailable", job_id=intent.job_id, error=exc.message)
+                continue
+            if handle is not None:
+                await ledger.attach_request_id(intent.job_id, handle.request_id)
+                log.info("reconcile.found", job_id=intent.job_id, request_id=handle.request_id)
+            else:
+                await ledger.mark_intent_failed(
+                    intent.job_id,
+                    "the submit never reached fal (it is not in fal's request history), so nothing was charged",
+                )
+            settled += 1
+        return settled
 
     # -- ledger ----------------------------------------------------------------------------------
     async def ledger(self) -> Ledger | None:

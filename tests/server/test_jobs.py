@@ -243,3 +243,28 @@ async def test_download_dir_saves_outputs_inside_the_workspace(server: FalMCPSer
             assert image.size[0] > 0
         escape = await call(client, "fal_subscribe", {**args, "download_dir": "../outside", "fresh": True})
     assert error_of(escape)["kind"] == "refused"
+
+
+async def test_restart_reconciles_submits_whose_answer_was_lost(settings: Settings, emulator: EmulatorServer) -> None:
+    """A previous process wrote its intents, sent one submit, and died before fal answered either."""
+    from fal_mcp.fal.client import FalClient
+
+    landed = {"seconds": 1.25, "steps": 1}
+    lost = {"seconds": 2.75, "steps": 1}
+    async with Ledger.open(settings.ledger_path) as ledger:
+        await ledger.record_intent("emulator/slow", "local", landed, "fal_subscribe")
+        await ledger.record_intent("emulator/slow", "local", lost, "fal_subscribe")
+    async with FalClient(credentials=credentials_from_key(TEST_KEY), hosts=settings.hosts) as fal:
+        handle = await fal.queue.submit("emulator/slow", landed)  # it reached fal; the answer never got written
+    async with Client(make_server(settings)) as client:
+        for _ in range(50):
+            jobs = structured(await call(client, "jobs_list", {"endpoint_id": "emulator/slow"}))["jobs"]
+            if all(j["status"] != "SUBMITTING" for j in jobs):
+                break
+            await anyio.sleep(0.1)
+        by_seconds = {('"seconds":1.25' in j["input_preview"]): j for j in jobs}
+        assert by_seconds[True]["request_id"] == handle.request_id
+        assert by_seconds[False]["status"] == "FAILED" and "never reached fal" in by_seconds[False]["error"]
+        done = await call(client, "queue_result", {"request_id": handle.request_id})
+    assert structured(done)["status"] == "COMPLETED"
+    assert submissions(emulator, "emulator/slow", landed) == 1 and submissions(emulator, "emulator/slow", lost) == 0
