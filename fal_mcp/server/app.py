@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -53,15 +53,49 @@ def compact_schema(schema: Any) -> Any:
 
 
 class FalMCPServer(MCPServer):
-    """``MCPServer`` whose advertised input schemas are compacted (the whole tool list is read by the model)."""
+    """``MCPServer`` with compact input schemas (the model reads the whole tool list) and lazy registration.
 
-    _compacted: list[Tool] | None = None
+    The first ``tools/list`` is answered from a build-time snapshot when it is current; the tools
+    themselves are registered on first use, which keeps start-up as fast as a bare server.
+    """
+
+    def __init__(self, *args: Any, register: Callable[[MCPServer], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._register = register
+        self._registered = False
+        self._listed: list[Tool] | None = None
+
+    def ensure_tools(self) -> None:
+        if not self._registered:
+            self._registered = True
+            self._register(self)
+
+    async def registered_tools(self) -> list[Tool]:
+        """The tool list as registration really produces it (compacted), bypassing the snapshot."""
+        self.ensure_tools()
+        tools = await super().list_tools()
+        return [t.model_copy(update={"input_schema": compact_schema(t.input_schema)}) for t in tools]
 
     async def list_tools(self) -> list[Tool]:
-        if self._compacted is None:
-            tools = await super().list_tools()
-            self._compacted = [t.model_copy(update={"input_schema": compact_schema(t.input_schema)}) for t in tools]
-        return self._compacted
+        if self._listed is None:
+            from fal_mcp.server import snapshot
+
+            self._listed = (None if self._registered else snapshot.load()) or await self.registered_tools()
+        return self._listed
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        self.ensure_tools()
+        return await super().call_tool(name, arguments, context)
+
+    def _tool_input_schema(self, name: str) -> dict[str, Any] | None:
+        self.ensure_tools()
+        return super()._tool_input_schema(name)
+
+
+def _register_tools(server: MCPServer) -> None:
+    from fal_mcp.server.tools import register_tools  # imported on first use: start-up stays light
+
+    register_tools(server)
 
 
 def build_server(
@@ -98,13 +132,11 @@ def build_server(
 
     server = FalMCPServer(
         SERVER_NAME,
+        register=_register_tools,
         title="fal.ai",
         version=__version__,
         instructions=INSTRUCTIONS,
         website_url="https://fal.ai",
         lifespan=lifespan,
     )
-    from fal_mcp.server.tools import register_tools
-
-    register_tools(server)
     return server

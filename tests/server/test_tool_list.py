@@ -72,3 +72,21 @@ async def test_required_arguments(server: FalMCPServer) -> None:
     assert set(tools["fal_subscribe"].input_schema["required"]) == {"endpoint_id", "input"}
     assert set(tools["queue_result"].input_schema["required"]) == {"request_id"}
     assert "required" not in tools["upload_file"].input_schema or not tools["upload_file"].input_schema["required"]
+
+
+async def test_snapshot_is_current_and_equals_registration() -> None:
+    """The committed snapshot is what registration produces (regenerate: python -m fal_mcp.server.snapshot)."""
+    from fal_mcp.server import snapshot
+
+    cached = snapshot.load()
+    assert cached is not None, "fal_mcp/server/tool_list.json is stale: run python -m fal_mcp.server.snapshot"
+    live = await snapshot.live_tools()
+    assert [t.model_dump(mode="json") for t in cached] == [t.model_dump(mode="json") for t in live]
+
+
+async def test_first_list_comes_from_the_snapshot_without_registering(server: FalMCPServer) -> None:
+    async with Client(server) as client:
+        tools = (await client.list_tools()).tools
+        assert len(tools) == 12 and not server._registered
+        result = await client.call_tool("jobs_list", {})
+        assert not result.is_error and server._registered
