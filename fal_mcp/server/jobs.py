@@ -9,6 +9,7 @@ ledger records it either way.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from mcp.server.mcpserver import Context
 
     from fal_mcp.fal.client import FalClient
+    from fal_mcp.fal.models import RunResult
     from fal_mcp.ledger import Ledger
     from fal_mcp.server.state import ServerState
 
@@ -65,6 +67,7 @@ class WaitOutcome:
     queue_position: int | None = None
     logs: list[str] = field(default_factory=list)
     completed: Any = None  # fal_mcp.fal.models.Completed
+    events: int = 0
 
     @property
     def done(self) -> bool:
@@ -161,6 +164,7 @@ async def wait(call: Call, endpoint_id: str, request_id: str, wait_seconds: floa
             with anyio.move_on_after(wait_seconds):
                 async with aclosing(call.fal.queue.wait(endpoint_id, request_id, logs=True)) as events:
                     async for event in events:
+                        outcome.events += 1
                         message = _event_message(event, outcome)
                         if message:
                             await call.reporter.report(message)
@@ -171,15 +175,53 @@ async def wait(call: Call, endpoint_id: str, request_id: str, wait_seconds: floa
                             )
                         if outcome.done:
                             break
+        if outcome.events == 0:  # the wait was too short for even the first event: ask once
+            await _snapshot_status(call, endpoint_id, request_id, outcome)
     except anyio.get_cancelled_exc_class():
         with anyio.CancelScope(shield=True):
             await _on_client_cancel(call, endpoint_id, request_id)
         raise
     except fe.FalError as exc:
-        if isinstance(exc, fe.FalAPIError) and exc.request_id is None:
+        if exc.request_id is None:
             exc.request_id = request_id
         raise
     return outcome
+
+
+async def _snapshot_status(call: Call, endpoint_id: str, request_id: str, outcome: WaitOutcome) -> None:
+    from fal_mcp.fal.models import Completed
+
+    status = await call.fal.queue.status(endpoint_id, request_id, logs=True)
+    logs = [entry.message for entry in status.logs or []]
+    if status.status == "COMPLETED":
+        outcome.completed = Completed(
+            request_id=request_id, logs=(), metrics=status.metrics, error=status.error, error_type=status.error_type
+        )
+    outcome.status, outcome.queue_position, outcome.logs = status.status, status.queue_position, logs
+
+
+async def record_run(
+    call: Call, endpoint_id: str, data: dict[str, Any], run: Callable[[], Awaitable[RunResult]]
+) -> RunResult:
+    """A direct run is a paid job too: record it so jobs_list shows it (no resume: fal can't resume runs)."""
+    from fal_mcp.ledger import extract_result_urls
+
+    ledger = call.ledger
+    intent = await ledger.record_intent(endpoint_id, call.owner, data, call.tool) if ledger is not None else None
+    try:
+        result = await run()
+    except BaseException as exc:
+        if ledger is not None and intent is not None:
+            with anyio.CancelScope(shield=True):
+                await ledger.mark_intent_failed(intent, getattr(exc, "message", None) or type(exc).__name__)
+        raise
+    if ledger is not None and intent is not None and result.request_id:
+        with anyio.CancelScope(shield=True):
+            await ledger.attach_request_id(intent, result.request_id, status="COMPLETED")
+            await ledger.update_status(
+                result.request_id, "COMPLETED", owner=call.owner, result_urls=extract_result_urls(result.data)
+            )
+    return result
 
 
 async def _on_client_cancel(call: Call, endpoint_id: str, request_id: str) -> None:

@@ -75,9 +75,12 @@ async def test_fal_run_direct(server) -> None:
     async with Client(server) as client:
         args = {"endpoint_id": "fal-ai/flux/dev", "input": {"prompt": "quick", "seed": 1}}
         result = await call(client, "fal_run", args)
+        listed = structured(await call(client, "jobs_list", {"endpoint_id": "fal-ai/flux/dev"}))["jobs"]
     assert not result.is_error, text_of(result)
     job = structured(result)
     assert job["status"] == "COMPLETED" and job["request_id"] and job["output"]["images"]
+    recorded = next(j for j in listed if j["request_id"] == job["request_id"])
+    assert recorded["status"] == "COMPLETED" and recorded["origin_tool"] == "fal_run" and recorded["result_urls"]
 
 
 async def test_fal_stream_sends_partials_as_progress(server, mode: str) -> None:

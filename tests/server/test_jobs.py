@@ -268,3 +268,16 @@ async def test_restart_reconciles_submits_whose_answer_was_lost(settings: Settin
         done = await call(client, "queue_result", {"request_id": handle.request_id})
     assert structured(done)["status"] == "COMPLETED"
     assert submissions(emulator, "emulator/slow", landed) == 1 and submissions(emulator, "emulator/slow", lost) == 0
+
+
+async def test_zero_wait_still_reports_the_real_state(server: FalMCPServer) -> None:
+    async with Client(server) as client:
+        submit = {"endpoint_id": "emulator/slow"}
+        quick = structured(await call(client, "queue_submit", {**submit, "input": {"seconds": 1}}))
+        slow = structured(await call(client, "queue_submit", {**submit, "input": {"seconds": 300}}))
+        await anyio.sleep(0.3)
+        done = structured(await call(client, "queue_result", {"request_id": quick["request_id"], "wait_seconds": 0}))
+        running = structured(await call(client, "queue_result", {"request_id": slow["request_id"], "wait_seconds": 0}))
+        await call(client, "queue_cancel", {"request_id": slow["request_id"]})
+    assert done["status"] == "COMPLETED" and done["output"]["seconds"] == 1
+    assert running["status"] == "IN_PROGRESS" and running["request_id"] == slow["request_id"]

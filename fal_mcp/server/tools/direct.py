@@ -40,7 +40,7 @@ async def fal_run(ctx: Context, endpoint_id: EndpointArg, input: InputArg) -> An
     prepared = await prepare_input(call.fal, call.state.settings, endpoint, input, roots=await call.state.roots(ctx))
     await call.reporter.report(f"running {endpoint}")
     async with call.reporter.heartbeat():
-        run = await call.fal.runs.run(endpoint, prepared.data)
+        run = await jobs.record_run(call, endpoint, prepared.data, lambda: call.fal.runs.run(endpoint, prepared.data))
     job = JobOutput(
         status="COMPLETED",
         endpoint_id=endpoint,
