@@ -79,6 +79,7 @@ class Settings(BaseModel):
     allowed_dirs: tuple[Path, ...] = ()
     allow_dotfiles: bool = False
     max_upload_bytes: int = 1024 * 1024 * 1024
+    max_download_bytes: int = 2 * 1024 * 1024 * 1024
     allow_private_urls: bool = False
     # State
     ledger_path: Path | None = None
@@ -104,6 +105,7 @@ class Settings(BaseModel):
             "allowed_dirs": _env_paths(env, "FAL_MCP_ALLOWED_DIRS"),
             "allow_dotfiles": _env_bool(env, "FAL_MCP_ALLOW_DOTFILES", False),
             "max_upload_bytes": _env_int(env, "FAL_MCP_MAX_UPLOAD_BYTES", 1024**3, 1, 50 * 1024**3),
+            "max_download_bytes": _env_int(env, "FAL_MCP_MAX_DOWNLOAD_BYTES", 2 * 1024**3, 1, 50 * 1024**3),
             "allow_private_urls": _env_bool(env, "FAL_MCP_ALLOW_PRIVATE_URLS", False),
             "local": _env_bool(env, "FAL_MCP_LOCAL", False),
             "emulator_time_scale": _env_float(env, "FAL_MCP_EMULATOR_TIME_SCALE", 1.0, 0.001, 100),

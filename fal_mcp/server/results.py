@@ -177,20 +177,35 @@ async def thumbnails(call: Call, files: list[OutputFile]) -> list[ImageContent]:
 
 
 async def save_files(call: Call, files: list[OutputFile], download_dir: str) -> None:
-    """Download every output file into ``download_dir`` (inside the allowed roots), recording saved_path."""
+    """Stream every output file into ``download_dir`` (inside the allowed roots), recording saved_path."""
+    from dataclasses import replace
+
     from fal_mcp.server.guards import FilePolicy, resolve_writable_dir, safe_output_path
+    from fal_mcp.server.netguard import fetch_url
 
     settings = call.state.settings
     roots = await call.state.roots(call.ctx)
     policy = FilePolicy(roots=roots, allow_dotfiles=settings.allow_dotfiles, max_read_bytes=settings.max_upload_bytes)
     directory = resolve_writable_dir(policy, download_dir, roots[0] if roots else Path.cwd())
     for f in files:
-        data = await _read_bytes(call, f.url, settings.max_upload_bytes)
         path, handle = safe_output_path(directory, f.file_name or "output")
-        with handle:
-            await anyio.to_thread.run_sync(handle.write, data)
+        try:
+            with handle:
+                if f.url.startswith("data:"):
+                    data = await _read_bytes(call, f.url, settings.max_download_bytes)
+                    await anyio.to_thread.run_sync(handle.write, data)
+                    size = len(data)
+                else:
+                    client, url_policy = await call.state.fetch_client()
+                    fetched = await fetch_url(
+                        replace(url_policy, max_bytes=settings.max_download_bytes), client, f.url, dest=handle
+                    )
+                    size = fetched.size
+        except BaseException:
+            path.unlink(missing_ok=True)  # no half-written files left behind
+            raise
         f.saved_path = str(path)
-        f.size = f.size or len(data)
+        f.size = f.size or size
 
 
 async def job_result(call: Call, job: JobOutput, *, download_dir: str | None = None) -> CallToolResult:
