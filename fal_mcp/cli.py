@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_options(serve)
     # The emulator's own options live with it; importing it here would slow every start-up.
     commands.add_parser("emulator", help="run the local fal emulator (fal-mcp emulator --help)", add_help=False)
+    commands.add_parser("demo", help="offline tour: every tool against a local emulator, in seconds", add_help=False)
+    commands.add_parser(
+        "doctor", help="check the key, fal's hosts, the ledger, roots and client configs", add_help=False
+    )
     return parser
 
 
@@ -59,6 +63,28 @@ def _emulator(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="fal-mcp")
     add_cli(parser.add_subparsers(dest="command"))
     return run_cli(parser.parse_args(argv)) or 0
+
+
+def _demo(argv: list[str]) -> int:
+    from fal_mcp import demo
+
+    parser = argparse.ArgumentParser(
+        prog="fal-mcp demo",
+        description="Run every tool offline against the embedded fal emulator through a real stdio server.",
+    )
+    demo.add_cli(parser)
+    return demo.main(parser.parse_args(argv))
+
+
+def _doctor(argv: list[str]) -> int:
+    from fal_mcp import doctor
+
+    parser = argparse.ArgumentParser(
+        prog="fal-mcp doctor",
+        description="Check the fal key, fal's hosts, the job ledger, file roots and MCP client configs.",
+    )
+    doctor.add_cli(parser)
+    return doctor.main(parser.parse_args(argv))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -92,6 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["emulator"]:
         return _emulator(argv)
+    # Each of these parses its own options and is imported only when chosen.
+    if argv[:1] == ["demo"]:
+        return _demo(argv[1:])
+    if argv[:1] == ["doctor"]:
+        return _doctor(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return _serve(args)
