@@ -505,9 +505,10 @@ def property_names(schema: Any) -> set[str]:
 
 
 def error_kinds() -> set[str]:
-    """The ``error.kind`` values the server's tools return, read from its source."""
-    source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "fal_mcp" / "server").rglob("*.py"))
-    return set(re.findall(r'kind="([a-z_]+)"', source)) | set(re.findall(r'return \(?\s*"([a-z_]+)",', source))
+    """The ``error.kind`` values the server's tools may return (declared in one place)."""
+    from fal_mcp.server.errors import ERROR_KINDS
+
+    return set(ERROR_KINDS)
 
 
 def result_vocabulary() -> set[str]:

@@ -23,11 +23,37 @@ log = get_logger(__name__)
 
 P = ParamSpec("P")
 
+# Every ``structuredContent.error.kind`` a tool can return (the skills document each one).
+ERROR_KINDS = frozenset(
+    {
+        "invalid_argument",  # a tool argument is wrong (endpoint id, request id, missing path/url/data)
+        "invalid_input",  # the model input breaks the model's schema (local check or fal's 422)
+        "content_policy",  # fal's safety filter refused the prompt or media
+        "cost_limit",  # the estimated cost is above FAL_MCP_MAX_COST_USD
+        "not_configured",  # no usable fal key
+        "config",  # a setting has an unusable value
+        "refused",  # a file or URL was refused by the guards
+        "auth",  # fal rejected the key
+        "forbidden",  # the key may not do this
+        "not_found",  # no such model or request
+        "rate_limited",  # fal asks to slow down
+        "start_timeout",  # the job did not start before its start_timeout
+        "cancelled",  # the request was cancelled
+        "fal_unavailable",  # fal's edge answered 5xx: fal looks down
+        "fal_error",  # fal or the model failed
+        "network",  # fal could not be reached
+        "submit_outcome_unknown",  # a submit's answer was lost and fal's history could not settle it
+        "internal",  # a bug in this server (logged with an incident id)
+    }
+)
+
 
 class ToolFailure(Exception):
     """A failure the tool itself diagnosed; ``kind`` is a stable machine-readable code."""
 
     def __init__(self, message: str, *, kind: str = "invalid_argument", **details: Any) -> None:
+        if kind not in ERROR_KINDS:
+            raise ValueError(f"unknown error kind {kind!r}; add it to ERROR_KINDS (and the skills' errors.md)")
         super().__init__(message)
         self.message = message
         self.kind = kind
@@ -35,6 +61,7 @@ class ToolFailure(Exception):
 
 
 def error_result(message: str, *, kind: str, **details: Any) -> CallToolResult:
+    assert kind in ERROR_KINDS, kind
     message = redact(message)
     error = {"kind": kind, "message": message, **{k: v for k, v in details.items() if v is not None}}
     return CallToolResult(
