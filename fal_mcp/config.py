@@ -54,6 +54,16 @@ def _env_paths(env: Mapping[str, str], name: str) -> tuple[Path, ...]:
     return tuple(Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip())
 
 
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path | None:
+    """The on-disk catalog cache (``None``: memory only, when ``FAL_MCP_NO_DISK_CACHE`` is set)."""
+    env = os.environ if env is None else env
+    if env.get("FAL_MCP_NO_DISK_CACHE"):
+        return None
+    import platformdirs
+
+    return platformdirs.user_cache_path("fal-mcp")
+
+
 class Settings(BaseModel):
     """Everything the server can be told. Field names match ``FAL_MCP_<NAME>`` environment variables."""
 

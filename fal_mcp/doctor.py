@@ -194,13 +194,12 @@ async def check_hosts(hosts: Any, credentials: Any, *, ca_file: Path | None, tim
     """Probe every role at once (bounded by ``timeout``), then verify the key if the platform answered."""
     import httpx2
 
-    from fal_mcp.fal._http import USER_AGENT
-    from fal_mcp.server.state import _verify_from
+    from fal_mcp.fal._http import USER_AGENT, tls_verify
 
     roles = hosts.roles()
     results: dict[str, Check] = {}
     async with httpx2.AsyncClient(
-        timeout=timeout, verify=_verify_from(ca_file), headers={"User-Agent": USER_AGENT}, follow_redirects=False
+        timeout=timeout, verify=tls_verify(ca_file), headers={"User-Agent": USER_AGENT}, follow_redirects=False
     ) as client:
 
         async def probe(role: str, base: str) -> None:
@@ -290,9 +289,9 @@ async def check_ledger(settings: Any, env: Mapping[str, str]) -> Check:
 
 
 def check_cache(settings: Any) -> Check:
-    from fal_mcp.server.state import _default_cache_dir
+    from fal_mcp.config import default_cache_dir
 
-    path = settings.cache_dir or _default_cache_dir()
+    path = settings.cache_dir or default_cache_dir()
     if path is None:
         return Check(section="State", name="cache", level="info", detail="disk cache off (FAL_MCP_NO_DISK_CACHE)")
     if path.is_dir():

@@ -7,6 +7,7 @@ Nothing above this module touches ``httpx2`` exceptions or status codes; they se
 from __future__ import annotations
 
 import json
+import os
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -37,6 +38,13 @@ AuthMode = Literal["key", "optional", "none"]
 
 DEFAULT_TIMEOUT = httpx2.Timeout(60.0, connect=10.0)
 USER_AGENT = f"fal-mcp/{__version__}"
+
+
+def tls_verify(ca_file: str | os.PathLike[str] | None) -> ssl.SSLContext | bool:
+    """httpx2's ``verify`` for an optional extra CA bundle (e.g. the emulator's ``ca.pem``)."""
+    if not ca_file:
+        return True
+    return ssl.create_default_context(cafile=os.fspath(ca_file))
 
 
 def _safe_url(url: str | httpx2.URL) -> str:

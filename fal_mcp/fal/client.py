@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 
-from fal_mcp.fal._http import DEFAULT_TIMEOUT, FalHTTP
+from fal_mcp.fal._http import DEFAULT_TIMEOUT, FalHTTP, tls_verify
 from fal_mcp.fal.auth import FalCredentials, optional_credentials
 from fal_mcp.fal.hosts import FalHosts
 from fal_mcp.fal.queue import QueueAPI
@@ -82,7 +82,7 @@ class FalClient:
             options["credentials"], options["not_configured_reason"] = optional_credentials(env)
         ca_file = env.get(CA_FILE_ENV, "").strip()
         if ca_file and "verify" not in overrides:
-            options["verify"] = ssl.create_default_context(cafile=ca_file)
+            options["verify"] = tls_verify(ca_file)
         return cls(**{**options, **overrides})
 
     def with_credentials(self, credentials: FalCredentials | None) -> FalClient:

@@ -7,14 +7,14 @@ server; and the embedded emulator of ``--local`` starts only when a tool first n
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 
-from fal_mcp.config import Settings
+from fal_mcp.config import Settings, default_cache_dir
+from fal_mcp.fal._http import tls_verify
 from fal_mcp.fal.auth import FalCredentials, credentials_from_key
 from fal_mcp.log import get_logger
 
@@ -77,7 +77,7 @@ class ServerState:
         from fal_mcp.fal.hosts import FalHosts
 
         settings = self.settings
-        hosts, credentials, verify = settings.hosts, self.credentials, _verify_from(settings.ca_file)
+        hosts, credentials, verify = settings.hosts, self.credentials, tls_verify(settings.ca_file)
         if settings.local:
             from fal_mcp.emulator.config import EmulatorConfig
             from fal_mcp.emulator.server import EmulatorServer
@@ -91,7 +91,7 @@ class ServerState:
             credentials=credentials,
             hosts=hosts,
             verify=verify,
-            cache_dir=settings.cache_dir or _default_cache_dir(),
+            cache_dir=settings.cache_dir or default_cache_dir(),
             not_configured_reason=self.not_configured_reason,
         )
 
@@ -133,7 +133,7 @@ class ServerState:
         fal = await self.fal()
         policy = url_policy_for(self.settings, fal.http.hosts, max_bytes=self.settings.max_upload_bytes)
         if self._fetch_client is None:
-            self._fetch_client = guarded_client(policy, verify=_verify_from(self.settings.ca_file))
+            self._fetch_client = guarded_client(policy, verify=tls_verify(self.settings.ca_file))
         return self._fetch_client, policy
 
     # -- reconciliation --------------------------------------------------------------------------
@@ -222,22 +222,6 @@ class ServerState:
             if self.emulator is not None:
                 emulator, self.emulator = self.emulator, None
                 await anyio.to_thread.run_sync(emulator.stop)
-
-
-def _verify_from(ca_file: Path | None) -> Any:
-    if ca_file is None:
-        return True
-    import ssl
-
-    return ssl.create_default_context(cafile=str(ca_file))
-
-
-def _default_cache_dir() -> Path | None:
-    if os.environ.get("FAL_MCP_NO_DISK_CACHE"):
-        return None
-    import platformdirs
-
-    return platformdirs.user_cache_path("fal-mcp")
 
 
 def _caller_key(ctx: Context | None) -> str | None:
