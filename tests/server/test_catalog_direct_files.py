@@ -137,3 +137,23 @@ async def test_upload_file_dotfiles_allowed_when_configured(settings: Settings, 
     async with Client(make_server(settings, allow_dotfiles=True)) as client:
         result = await call(client, "upload_file", {"path": ".config.json"})
     assert not result.is_error, text_of(result)
+
+
+async def test_client_roots_replace_the_working_directory(server, workdir, tmp_path) -> None:
+    """A client that offers roots (2025-era sessions) decides where files may be read."""
+    from mcp.types import ListRootsResult, Root
+
+    project = tmp_path / "project with space"
+    project.mkdir()
+    (project / "in-root.txt").write_text("inside")
+    (workdir / "cwd-only.txt").write_text("cwd")
+
+    async def roots(_context) -> ListRootsResult:
+        return ListRootsResult(roots=[Root(uri=project.as_uri(), name="project")])
+
+    async with Client(server, mode="legacy", list_roots_callback=roots) as client:
+        inside = await call(client, "upload_file", {"path": str(project / "in-root.txt")})
+        relative = await call(client, "upload_file", {"path": "in-root.txt"})
+        outside = await call(client, "upload_file", {"path": str(workdir / "cwd-only.txt")})
+    assert not inside.is_error and not relative.is_error, text_of(inside)
+    assert error_of(outside)["kind"] == "refused"
