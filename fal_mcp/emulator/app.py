@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,6 +20,12 @@ from fal_mcp.emulator import openapi, platform, proxy, queue, realtime, run, sto
 from fal_mcp.emulator.config import EmulatorConfig
 from fal_mcp.emulator.faults import FaultMiddleware
 from fal_mcp.emulator.state import EmulatorState
+from fal_mcp.log import get_logger
+
+log = get_logger(__name__)
+
+# nginx's code for "the client closed the request": nobody reads it, but the ASGI cycle needs an answer.
+CLIENT_CLOSED_REQUEST = 499
 
 
 class RequestIdMiddleware:
@@ -42,6 +50,12 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """A client that hangs up mid-body (an aborted upload) is routine, not a server error: no traceback."""
+    log.debug("client disconnected before sending its whole body", path=request.url.path)
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 class EmulatorApp(Starlette):
     """Starlette with faults and request ids outermost: a dropped connection must bypass Starlette's 500 handler."""
 
@@ -51,7 +65,7 @@ class EmulatorApp(Starlette):
             async with state.lifespan():
                 yield
 
-        super().__init__(routes=routes, lifespan=lifespan)
+        super().__init__(routes=routes, lifespan=lifespan, exception_handlers={ClientDisconnect: _client_gone})
         self.state.emulator = state
         self._outer = FaultMiddleware(RequestIdMiddleware(super().__call__), state.faults)
 

@@ -23,6 +23,10 @@ class EmulatorConfig:
     result_retention_seconds: float = 3600.0
     large_result_retention_seconds: float = 360.0
     large_result_bytes: int = 10 * 1024
+    # After retention a request's full record is purged; request history keeps a summary of it, with
+    # its input/output only when each is at most this big, for at most this many requests.
+    history_payload_bytes: int = 64 * 1024
+    history_limit: int = 10_000
     max_single_upload_bytes: int = 100 * 1024 * 1024
     max_request_body_bytes: int = 64 * 1024 * 1024
     # Any ``Key <x>`` (non-empty) or ``Bearer <x>`` is accepted; missing/malformed → 401.

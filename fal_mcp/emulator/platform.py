@@ -208,8 +208,14 @@ def _priced(state: EmulatorState, ids: Iterable[str]) -> list[CatalogModel]:
 
 
 async def _pricing(state: EmulatorState, request: Request) -> JSONResponse:
+    """Prices of the known ids, in the order asked; unknown ids are left out (like search's find mode),
+    and only a batch in which no id is known is a 404."""
     _require_key(state, request)
-    models = _priced(state, _ids(request, required=True))
+    ids = _ids(request, required=True)
+    by_id = {model.info.endpoint_id: model for model in catalog(state)}
+    models = [by_id[i] for i in ids if i in by_id]
+    if not models:
+        raise PlatformError(404, "not_found", f"Endpoint(s) not found: {', '.join(ids)}")
     prices = [
         {"endpoint_id": m.info.endpoint_id, "unit_price": m.info.unit_price, "unit": m.info.unit, "currency": "USD"}
         for m in models

@@ -6,12 +6,13 @@ Each app (``owner/alias``) has ``concurrency_per_app`` runners; further requests
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import json
 import re
 import time
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from fal_mcp.emulator.run import (
     GatewayError,
     Outcome,
     Target,
+    caller_id,
     count_submission,
     execute,
     parse_options,
@@ -61,6 +63,7 @@ class QueueRecord:
     queue_base: str  # the queue URL prefix the client used (status/result/cancel URLs are built on it)
     origin: str  # the origin the client used (output file URLs are built on it)
     seq: int
+    key_id: str | None = None  # who submitted it: a non-secret name of the key (see ``run.caller_id``)
     status: str = IN_QUEUE
     submitted_at: float = field(default_factory=time.time)
     started_at: float | None = None
@@ -110,6 +113,48 @@ class QueueRecord:
             "cancel_url": f"{self.response_url}/cancel",
         }
 
+    def summary(self, payload_limit: int) -> RequestSummary:
+        """What request history keeps once the result has expired: times, status and small payloads."""
+        return RequestSummary(
+            request_id=self.request_id,
+            endpoint_id=self.endpoint_id,
+            key_id=self.key_id,
+            seq=self.seq,
+            submitted_at=self.submitted_at,
+            started_at=self.started_at,
+            completed_at=self.completed_at,
+            expires_at=self.expires_at,
+            result_status_code=self.result_status_code,
+            input=_small(self.input, payload_limit),
+            result_body=_small(self.result_body, payload_limit),
+        )
+
+
+@dataclass(frozen=True)
+class RequestSummary:
+    """A finished request whose result has expired: all request history still needs (``requests_for``).
+
+    Payloads larger than ``history_payload_bytes`` are dropped (``None``), so history stays small.
+    """
+
+    request_id: str
+    endpoint_id: str
+    key_id: str | None
+    seq: int
+    submitted_at: float
+    started_at: float | None
+    completed_at: float | None
+    expires_at: float | None
+    result_status_code: int | None
+    input: Any
+    result_body: Any
+    status: str = COMPLETED
+    purged: bool = True
+
+
+def _small(payload: Any, limit: int) -> Any:
+    return payload if len(json.dumps(payload).encode()) <= limit else None
+
 
 class QueueEngine:
     """Records, per-app waiting lists and runners. Runs on the server's event loop only."""
@@ -120,22 +165,56 @@ class QueueEngine:
         self._waiting: dict[str, list[QueueRecord]] = defaultdict(list)
         self._running: dict[str, set[QueueRecord]] = defaultdict(set)
         self._seq = itertools.count()
+        # Expiry times of completed records (a min-heap), and what is left of purged ones, oldest first.
+        self._expiries: list[tuple[float, int, str]] = []
+        self._history: OrderedDict[str, RequestSummary] = OrderedDict()
 
     # -- queries -------------------------------------------------------------------------------
 
     def get(self, request_id: str) -> QueueRecord | None:
         """A live request; None when unknown or when its result's retention has passed."""
+        self.purge()
         record = self._records.get(request_id)
         if record is None or (record.expires_at is not None and time.time() > record.expires_at):
             return None
         return record
 
-    def requests_for(self, endpoint_id: str) -> list[QueueRecord]:
-        """Every request ever submitted to ``endpoint_id`` (exact id), oldest first — request history."""
-        return sorted(
-            (r for r in self._records.values() if r.endpoint_id == endpoint_id.strip("/")),
-            key=lambda r: r.seq,
-        )
+    def requests_for(self, endpoint_id: str) -> list[QueueRecord | RequestSummary]:
+        """Every request submitted to ``endpoint_id`` (exact id), oldest first — request history.
+
+        Live requests are their :class:`QueueRecord`; expired ones a :class:`RequestSummary`.
+        """
+        self.purge()
+        wanted = endpoint_id.strip("/")
+        found: list[QueueRecord | RequestSummary] = [r for r in self._history.values() if r.endpoint_id == wanted]
+        found += [r for r in self._records.values() if r.endpoint_id == wanted]
+        return sorted(found, key=lambda r: r.seq)
+
+    def purge(self) -> int:
+        """Forget the full records whose result retention has passed, keeping a summary in history.
+
+        Called on every submit and lookup, so a long-running emulator holds at most the live
+        requests plus ``history_limit`` summaries. Returns how many records were purged.
+        """
+        now, config = time.time(), self.state.config
+        purged = 0
+        while self._expiries and self._expiries[0][0] < now:
+            _, _, request_id = heapq.heappop(self._expiries)
+            record = self._records.pop(request_id, None)
+            if record is None:
+                continue
+            self._history[request_id] = record.summary(config.history_payload_bytes)
+            purged += 1
+        while len(self._history) > max(0, config.history_limit):
+            self._history.popitem(last=False)
+        if purged:
+            log.debug("emulated queue purged expired requests", purged=purged, live=len(self._records))
+        return purged
+
+    @property
+    def live(self) -> int:
+        """How many full records are held (queued, running, or finished within retention)."""
+        return len(self._records)
 
     def waiting(self, app: str) -> int:
         return len(self._waiting[app])
@@ -150,8 +229,16 @@ class QueueEngine:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def submit(
-        self, target: Target, data: dict[str, Any], options: CallOptions, *, queue_base: str, origin: str
+        self,
+        target: Target,
+        data: dict[str, Any],
+        options: CallOptions,
+        *,
+        queue_base: str,
+        origin: str,
+        key_id: str | None = None,
     ) -> QueueRecord:
+        self.purge()
         record = QueueRecord(
             request_id=str(uuid.uuid4()),
             endpoint_id=target.path,
@@ -161,6 +248,7 @@ class QueueEngine:
             queue_base=queue_base,
             origin=origin,
             seq=next(self._seq),
+            key_id=key_id,
         )
         self._records[record.request_id] = record
         count_submission(self.state, target.path, data)
@@ -234,6 +322,7 @@ class QueueEngine:
         large = size >= config.large_result_bytes
         retention = config.large_result_retention_seconds if large else config.result_retention_seconds
         record.expires_at = record.completed_at + retention
+        heapq.heappush(self._expiries, (record.expires_at, record.seq, record.request_id))
         record.touch()
         log.debug("emulated request completed", request_id=record.request_id, status=outcome.status_code)
         if record.options.webhook_url:
@@ -294,7 +383,12 @@ async def submit(request: Request, state: EmulatorState, path: str) -> Response:
     except GatewayError as exc:
         return exc.response
     record = state.queue.submit(
-        target, data, options, queue_base=state.public_base(request, "queue"), origin=state.public_base(request)
+        target,
+        data,
+        options,
+        queue_base=state.public_base(request, "queue"),
+        origin=state.public_base(request),
+        key_id=caller_id(request),
     )
     body: dict[str, Any] = {
         "status": IN_QUEUE,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,7 @@ from urllib.parse import unquote_to_bytes
 
 import anyio
 import httpx2
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
@@ -154,6 +155,22 @@ async def read_input(request: Request, max_bytes: int) -> dict[str, Any]:
     return value
 
 
+def caller_id(request: HTTPConnection) -> str | None:
+    """A non-secret name for the credentials of a request (None without usable ``Key``/``Bearer`` ones).
+
+    ``Key <id>:<secret>`` → ``<id>`` (fal's public key id); any other key or a bearer token →
+    ``sha256:<first 12 hex digits>``. The raw key is never kept or logged.
+    """
+    scheme, _, credentials = request.headers.get("authorization", "").strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() not in ("key", "bearer") or not credentials:
+        return None
+    key_id, colon, secret = credentials.partition(":")
+    if scheme.lower() == "key" and colon and key_id and secret:
+        return key_id
+    return "sha256:" + hashlib.sha256(credentials.encode()).hexdigest()[:12]
+
+
 def count_submission(state: EmulatorState, endpoint_id: str, data: dict[str, Any]) -> None:
     state.submissions[f"{endpoint_id} {input_digest(data)}"] += 1
 
@@ -191,7 +208,7 @@ class CallContext:
         try:
             if url.startswith("data:"):
                 return _decode_data_uri(url)
-            if (stored := self.state.files.read_url(url)) is not None:
+            if (stored := await self.state.files.read_url(url)) is not None:
                 return stored
             if url.startswith(("http://", "https://")):
                 async with httpx2.AsyncClient(timeout=FETCH_TIMEOUT_SECONDS, follow_redirects=True) as client:
@@ -297,9 +314,9 @@ async def execute(target: Target, data: dict[str, Any], ctx: CallContext) -> Out
 
 
 async def run_endpoint(request: Request) -> Response:
-    """``POST /run/{endpoint_id}`` (direct run) and ``…/stream`` (SSE)."""
+    """``POST /run/{endpoint_id}`` (direct run) and ``…/stream`` (SSE); a key or an app's ``?fal_jwt_token=``."""
     state: EmulatorState = request.app.state.emulator
-    if denied := state.auth_error(request):
+    if denied := state.auth_error(request, endpoint=request.path_params["path"]):
         return denied
     request_id = str(uuid.uuid4())
     try:

@@ -16,7 +16,8 @@ from fal_mcp.emulator.config import EmulatorConfig
 from fal_mcp.emulator.faults import FaultInjector
 from fal_mcp.emulator.models import ModelRegistry, default_registry
 from fal_mcp.emulator.queue import QueueEngine
-from fal_mcp.emulator.run import CallContext
+from fal_mcp.emulator.realtime import TokenError, verify_token
+from fal_mcp.emulator.run import CallContext, caller_id
 from fal_mcp.emulator.storage import FileStore
 from fal_mcp.emulator.webhooks import WebhookSender
 from fal_mcp.fal.hosts import EMULATOR_PREFIXES
@@ -39,14 +40,18 @@ class EmulatorState:
 
     @asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
-        """Own the background tasks (queue runners, timers, webhook deliveries) for the app's lifetime."""
-        async with anyio.create_task_group() as task_group:
-            self._task_group = task_group
-            try:
-                yield
-            finally:
-                self._task_group = None
-                task_group.cancel_scope.cancel()
+        """Own the background tasks (queue runners, timers, webhook deliveries) for the app's lifetime;
+        on shutdown also drop the stored files (and their temp directory)."""
+        try:
+            async with anyio.create_task_group() as task_group:
+                self._task_group = task_group
+                try:
+                    yield
+                finally:
+                    self._task_group = None
+                    task_group.cancel_scope.cancel()
+        finally:
+            self.files.close()
 
     def spawn(self, func: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Run ``func(*args)`` in the background, outliving the HTTP request that started it."""
@@ -62,12 +67,22 @@ class EmulatorState:
         host = headers.get("x-forwarded-host", "").split(",")[0].strip() or headers.get("host") or request.url.netloc
         return f"{scheme}://{host}{EMULATOR_PREFIXES[role] if role else ''}"
 
-    def auth_error(self, request: HTTPConnection) -> JSONResponse | None:
-        """401 like fal's for a missing or malformed ``Authorization``; None when the caller may proceed."""
+    def auth_error(self, request: HTTPConnection, endpoint: str | None = None) -> JSONResponse | None:
+        """401 like fal's for a missing or malformed ``Authorization``; None when the caller may proceed.
+
+        With ``endpoint`` (the run host), a ``?fal_jwt_token=`` from ``/tokens/`` that allows that app
+        also passes: the JS client's client-side streaming sends one instead of a header.
+        """
         if not self.config.require_auth:
             return None
-        scheme, _, credentials = request.headers.get("authorization", "").strip().partition(" ")
-        if scheme.lower() in ("key", "bearer") and credentials.strip():
+        token = request.query_params.get("fal_jwt_token")
+        if endpoint is not None and token:
+            try:
+                verify_token(token, endpoint)
+            except TokenError as exc:
+                return JSONResponse({"detail": f"invalid fal_jwt_token: {exc}"}, status_code=401)
+            return None
+        if caller_id(request) is not None:
             return None
         return JSONResponse({"detail": "invalid key credentials"}, status_code=401)
 

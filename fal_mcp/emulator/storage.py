@@ -90,7 +90,9 @@ class Blob:
             while chunk := await anyio.to_thread.run_sync(handle.read, chunk_size):
                 yield chunk
         finally:
-            await anyio.to_thread.run_sync(handle.close)
+            # Not awaited: when the client hangs up, this runs inside a cancelled scope, where an await
+            # would raise again and leak the file. Closing a file opened for reading does not block.
+            handle.close()
 
     def remove(self) -> None:
         if self.disk_path is not None:
@@ -244,10 +246,16 @@ class FileStore:
             self._finalizer = weakref.finalize(self, shutil.rmtree, self._dir, True)
         return self._dir / uuid.uuid4().hex
 
+    @property
+    def temp_dir(self) -> Path | None:
+        """Where spilled files live (created on first spill; removed by :meth:`close`)."""
+        return self._dir
+
     def close(self) -> None:
         """Forget every file and remove the temp directory."""
         self._files.clear()
         self._multipart.clear()
+        self._reservations.clear()
         if self._finalizer is not None:
             self._finalizer()
         self._dir = None
@@ -331,10 +339,18 @@ class FileStore:
             return None
         return stored
 
-    def read_url(self, url: str) -> tuple[bytes, str] | None:
-        """(bytes, content type) of a file URL of this emulator, whatever host it names; else None."""
+    async def read_url(self, url: str) -> tuple[bytes, str] | None:
+        """(bytes, content type) of a file URL of this emulator, whatever host it names; else None.
+
+        A spilled file is read in a worker thread: a large input must not stall the event loop.
+        """
         stored = self.get(url)
-        return (stored.blob.read_bytes(), stored.content_type) if stored is not None else None
+        if stored is None:
+            return None
+        data = stored.blob.data
+        if data is None:
+            data = await anyio.to_thread.run_sync(stored.blob.read_bytes)
+        return data, stored.content_type
 
     # -- CDN tokens ------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from PIL import Image, ImageChops, ImageStat
 from fal_mcp.emulator.models import default_registry
 from fal_mcp.emulator.models.imaging import IMAGE_SIZES
 from fal_mcp.emulator.server import EmulatorServer
-from tests.emulator.conftest import submit, wait_completed
+from tests.emulator.conftest import MakeEmulator, client_for, submit, wait_completed
 
 pytestmark = pytest.mark.anyio
 
@@ -241,3 +241,19 @@ def _walk(node: Any) -> list[dict[str, Any]]:
     if isinstance(node, list):
         return [child for value in node for child in _walk(value)]
     return []
+
+
+async def test_image_to_image_reads_input_files_spilled_to_disk(make_emulator: MakeEmulator) -> None:
+    """A large input file lives on disk; the model reads it (off the event loop) like any other."""
+    server = make_emulator()
+    server.state.files.spill_bytes = 0
+    buffer = io.BytesIO()
+    Image.new("RGB", (48, 32), (200, 20, 20)).save(buffer, format="PNG")
+    url = server.base_url + server.state.files.put(buffer.getvalue(), "image/png", "red.png")
+    stored = server.state.files.get(url)
+    assert stored is not None and stored.blob.data is None and stored.blob.disk_path is not None
+    async with client_for(server) as http:
+        output = await run(http, "fal-ai/flux/dev/image-to-image", {"image_url": url, "prompt": "p", "strength": 0.01})
+        picture = await fetch_image(http, output["images"][0]["url"])
+    assert picture.size == (48, 32)
+    assert picture.convert("RGB").getpixel((24, 16))[0] > 150  # still red at strength 0.01

@@ -136,9 +136,15 @@ async def test_pricing(client: httpx2.AsyncClient, emulator: EmulatorServer) -> 
     }
     repeated = await client.get("/platform/models/pricing", params={"endpoint_id": ["fal-ai/whisper", "fal-ai/veo3"]})
     assert [p["endpoint_id"] for p in repeated.json()["prices"]] == ["fal-ai/whisper", "fal-ai/veo3"]
-    unknown = await client.get("/platform/models/pricing", params={"endpoint_id": "fal-ai/flux/dev,fal-ai/nope"})
+    # One unknown id does not sink the batch: it is left out, like search's find mode.
+    partly = await client.get("/platform/models/pricing", params={"endpoint_id": "fal-ai/nope,fal-ai/flux/dev"})
+    assert partly.status_code == 200, partly.text
+    assert [p["endpoint_id"] for p in partly.json()["prices"]] == ["fal-ai/flux/dev"]
+    unknown = await client.get("/platform/models/pricing", params={"endpoint_id": "fal-ai/nope,fal-ai/nada"})
     assert unknown.status_code == 404
-    assert unknown.json()["error"]["type"] == "not_found"
+    assert unknown.json() == {
+        "error": {"type": "not_found", "message": "Endpoint(s) not found: fal-ai/nope, fal-ai/nada"}
+    }
     async with httpx2.AsyncClient(base_url=emulator.base_url) as anonymous:
         denied = await anonymous.get("/platform/models/pricing", params={"endpoint_id": "fal-ai/flux/dev"})
     assert denied.status_code == 401

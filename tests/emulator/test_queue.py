@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 
@@ -320,3 +321,59 @@ async def test_submissions_are_keyed_by_canonical_input(emulator: EmulatorServer
         await submit(http, "emulator/strict", {"prompt": "order", "num_images": 2})
         await submit(http, "emulator/strict", {"num_images": 2, "prompt": "order"})
     assert emulator.state.submissions[f"emulator/strict {input_digest({'prompt': 'order', 'num_images': 2})}"] == 2
+
+
+async def test_each_request_records_which_key_submitted_it(make_emulator: MakeEmulator) -> None:
+    """A non-secret identity per request (for per-user isolation tests); the key itself is never kept."""
+    server = make_emulator(result_retention_seconds=0.05)
+    callers = {
+        "Key alice-id:alice-secret": "alice-id",
+        "Key opaque-key-without-colon": "sha256:" + hashlib.sha256(b"opaque-key-without-colon").hexdigest()[:12],
+        "Bearer some.jwt.token": "sha256:" + hashlib.sha256(b"some.jwt.token").hexdigest()[:12],
+    }
+    for number, authorization in enumerate(callers):
+        async with httpx2.AsyncClient(base_url=server.base_url, headers={"Authorization": authorization}) as http:
+            body = await submit(http, "emulator/strict", {"prompt": f"caller {number}"})
+            await wait_completed(http, body["status_url"])
+    records = server.state.queue.requests_for("emulator/strict")
+    assert [r.key_id for r in records] == list(callers.values())
+    for record in records:
+        kept = repr(vars(record))
+        assert "alice-secret" not in kept and "opaque-key-without-colon" not in kept and "some.jwt.token" not in kept
+    await anyio.sleep(0.1)
+    summaries = server.state.queue.requests_for("emulator/strict")  # purged by now: the identity stays
+    assert [(type(s).__name__, s.key_id) for s in summaries] == [("RequestSummary", v) for v in callers.values()]
+
+
+async def test_expired_requests_are_purged_to_a_bounded_history(make_emulator: MakeEmulator) -> None:
+    """A long-running emulator keeps full records only within retention; history keeps small summaries."""
+    server = make_emulator(
+        result_retention_seconds=0.2, large_result_retention_seconds=0.2, history_payload_bytes=2000, history_limit=3
+    )
+    queue = server.state.queue
+    async with client_for(server) as http:
+        bodies = [await submit(http, "emulator/strict", {"prompt": f"number {i}"}) for i in range(4)]
+        large = await submit(http, "emulator/strict", {"prompt": "large", "tags": ["x" * 1000] * 3})
+        for body in [*bodies, large]:
+            await wait_completed(http, body["status_url"])
+        assert queue.live == 5
+        await anyio.sleep(0.25)
+        fresh = await submit(http, "emulator/strict", {"prompt": "fresh"})  # any submit purges what expired
+        assert queue.live == 1
+        assert (await http.get(bodies[3]["status_url"])).status_code == 404
+        history = queue.requests_for("emulator/strict")
+        # The 3 newest summaries survive (number 2, number 3, large), then the live request.
+        expected = [bodies[2], bodies[3], large, fresh]
+        assert [r.request_id for r in history] == [body["request_id"] for body in expected]
+        summary = history[1]
+        assert summary.purged and summary.status == "COMPLETED" and summary.result_status_code == 200
+        assert summary.input == {"prompt": "number 3"} and summary.result_body["ok"] is True
+        assert summary.submitted_at <= summary.started_at <= summary.completed_at  # type: ignore[operator]
+        assert history[2].input is None and history[2].result_body is None  # over history_payload_bytes
+        listed = await http.get(
+            "/platform/models/requests/by-endpoint", params={"endpoint_id": "emulator/strict", "expand": "payloads"}
+        )
+        items = {item["request_id"]: item for item in listed.json()["items"]}
+        assert items[bodies[3]["request_id"]]["json_input"] == {"prompt": "number 3"}
+        assert items[bodies[3]["request_id"]]["status_code"] == 200
+        assert bodies[0]["request_id"] not in items

@@ -135,3 +135,28 @@ async def test_status_stream_pings_and_queue_positions(make_emulator: MakeEmulat
     statuses = [json.loads(line[len("data: ") :]) for line in lines if line.startswith("data: ")]
     assert (statuses[0]["status"], statuses[0]["queue_position"]) == ("IN_QUEUE", 0)
     assert [s["status"] for s in statuses][-1] == "COMPLETED"
+
+
+async def test_run_and_stream_accept_a_jwt_for_their_app(emulator: EmulatorServer, client: httpx2.AsyncClient) -> None:
+    """The JS client's client-side streaming sends ``?fal_jwt_token=`` and no header."""
+
+    async def jwt(*apps: str) -> str:
+        response = await client.post("/rest/tokens/", json={"allowed_apps": list(apps)})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    llm, other = await jwt("any-llm"), await jwt("flux")
+    async with httpx2.AsyncClient(base_url=emulator.base_url) as anonymous:
+        stream = "/run/fal-ai/any-llm/stream"
+        async with anonymous.sse(stream, method="POST", params={"fal_jwt_token": llm}, json={"prompt": "hi"}) as events:
+            assert events.response.status_code == 200
+            final = [event.json() async for event in events][-1]
+        assert final["partial"] is False and final["output"].startswith('You asked: "hi"')
+        ran = await anonymous.post("/run/fal-ai/any-llm", params={"fal_jwt_token": llm}, json={"prompt": "hi"})
+        assert ran.status_code == 200 and ran.json()["output"] == final["output"]
+        for token, reason in ((other, "token does not allow app 'any-llm'"), ("not.a.jwt", "malformed token")):
+            denied = await anonymous.post(stream, params={"fal_jwt_token": token}, json={"prompt": "hi"})
+            assert (denied.status_code, denied.json()) == (401, {"detail": f"invalid fal_jwt_token: {reason}"})
+        # The queue does not take app tokens: a submit needs the key.
+        queued = await anonymous.post("/queue/fal-ai/any-llm", params={"fal_jwt_token": llm}, json={"prompt": "hi"})
+        assert queued.status_code == 401

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import random
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -66,7 +70,10 @@ async def test_token_upload_and_serve_back(client: httpx2.AsyncClient, emulator:
     path = urlsplit(body["access_url"]).path
     assert (await client.get(path + "x")).status_code == 404
     # The store finds a file by path whatever host names it (fal's own CDN hosts included).
-    assert emulator.state.files.read_url("https://v3b.fal.media" + path.removeprefix("/cdn")) == (data, "image/png")
+    assert await emulator.state.files.read_url("https://v3b.fal.media" + path.removeprefix("/cdn")) == (
+        data,
+        "image/png",
+    )
 
 
 async def test_official_client_uploads(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -315,3 +322,98 @@ async def test_big_streamed_upload_does_not_sit_in_memory(make_emulator: MakeEmu
         sampler.join()
     assert received.hexdigest() == expected.hexdigest()
     assert peak - baseline < 64 * 1000 * 1000, f"RSS grew by {(peak - baseline) / MiB:.0f} MiB"
+
+
+def _abort_mid_body(server: EmulatorServer, method: str, path: str, headers: dict[str, str]) -> None:
+    """Send the head and 2 of 4 MiB of body (enough to reach the disk), then hang up (a cancelled upload)."""
+    host, port = server.host, server.port
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {4 * MiB}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    with socket.create_connection((host, port)) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + os.urandom(2 * MiB))
+        time.sleep(0.05)  # let the server start reading the body
+
+
+async def test_aborted_uploads_are_dropped_quietly(
+    make_emulator: MakeEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client hanging up mid-body is routine: no traceback, nothing stored, nothing left on disk."""
+    server = make_emulator()
+    server.state.files.spill_bytes = 0  # every body goes to the temp directory at once
+    async with client_for(server) as http:
+        token = bearer(await cdn_token(http))
+        created = await http.post(
+            "/cdn/files/upload/multipart", headers={**token, "Content-Type": "video/mp4", "X-Fal-File-Name": "v.mp4"}
+        )
+        access_url, upload_id = created.json()["access_url"], created.json()["uploadId"]
+        signed = (await http.post("/rest/storage/upload/initiate", json={"file_name": "s.bin"})).json()
+        with caplog.at_level(logging.DEBUG):
+            for method, url, headers in (
+                ("POST", "/cdn/files/upload", token),
+                ("PUT", f"{urlsplit(access_url).path}/multipart/{upload_id}/1", token),
+                ("PUT", urlsplit(signed["upload_url"]).path + "?" + urlsplit(signed["upload_url"]).query, {}),
+                ("POST", "/queue/emulator/strict", {**AUTH, "Content-Type": "application/json"}),
+            ):
+                _abort_mid_body(server, method, url, headers)
+            await anyio.sleep(0.2)
+            alive = await http.get("/queue/emulator/strict/requests/none/status")  # the server carries on
+        assert alive.status_code == 404
+        complete = await http.post(
+            f"{urlsplit(access_url).path}/multipart/{upload_id}/complete",
+            json={"parts": [{"partNumber": 1, "etag": "x"}]},
+            headers=token,
+        )
+        assert (complete.status_code, complete.json()) == (400, {"detail": "Part 1 was not uploaded"})
+        assert (await http.get(urlsplit(signed["file_url"]).path)).status_code == 404
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert errors == [], [r.getMessage() for r in errors]
+    assert server.state.queue.requests_for("emulator/strict") == []
+    assert server.state.files.temp_dir is not None and list(server.state.files.temp_dir.iterdir()) == []
+
+
+async def test_shutdown_removes_stored_files(make_emulator: MakeEmulator) -> None:
+    server = make_emulator()
+    server.state.files.spill_bytes = 0
+    async with client_for(server) as http:
+        token = bearer(await cdn_token(http))
+        data = os.urandom(2 * MiB)  # over one disk batch: it goes to the temp directory
+        uploaded = await http.post("/cdn/files/upload", content=data, headers=token)
+        assert (await http.get(uploaded.json()["access_url"])).content == data
+    temp_dir = server.state.files.temp_dir
+    assert temp_dir is not None and len(list(temp_dir.iterdir())) == 1
+    server.stop()
+    assert not temp_dir.exists()
+    assert server.state.files.get(uploaded.json()["access_url"]) is None
+
+
+def _open_files_under(directory: Path) -> list[str]:
+    """Paths under ``directory`` this process holds open (the emulator runs in-process)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # fds come and go while we look
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(directory)):
+                found.append(target)
+    return found
+
+
+async def test_abandoned_downloads_close_their_file(make_emulator: MakeEmulator) -> None:
+    """A client that stops reading a file from disk mid-way must not leave it open on the server."""
+    server = make_emulator()
+    server.state.files.spill_bytes = 0
+    async with client_for(server) as http:
+        uploaded = await http.post(
+            "/cdn/files/upload", content=os.urandom(8 * MiB), headers=bearer(await cdn_token(http))
+        )
+        url = uploaded.json()["access_url"]
+        temp_dir = server.state.files.temp_dir
+        assert temp_dir is not None
+        for _ in range(5):
+            async with client_for(server) as reader, reader.stream("GET", url) as download:
+                async for _chunk in download.aiter_raw():
+                    break  # hang up after the first chunk
+        for _ in range(50):
+            if not _open_files_under(temp_dir):
+                break
+            await anyio.sleep(0.02)
+        assert _open_files_under(temp_dir) == []
