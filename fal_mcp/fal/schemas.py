@@ -16,6 +16,16 @@ from urllib.parse import unquote
 
 from fal_mcp.fal.errors import FalError
 
+# fal's named ``image_size`` presets (width, height), shared by its image models.
+IMAGE_SIZE_PRESETS: Final[dict[str, tuple[int, int]]] = {
+    "square_hd": (1024, 1024),
+    "square": (512, 512),
+    "portrait_4_3": (768, 1024),
+    "portrait_16_9": (576, 1024),
+    "landscape_4_3": (1024, 768),
+    "landscape_16_9": (1024, 576),
+}
+
 MAX_DEPTH: Final = 32
 # Where a value sits inside an input: keys and list indexes, e.g. ("loras", 0, "path").
 Location = tuple[str | int, ...]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from fal_mcp.digest import input_digest
 from fal_mcp.fal import errors as fe
-from fal_mcp.fal.schemas import replace_values
+from fal_mcp.fal.schemas import IMAGE_SIZE_PRESETS, replace_values
 from fal_mcp.log import get_logger
 from fal_mcp.server.errors import ToolFailure
 
@@ -149,23 +149,13 @@ def estimate_cost(schema: Any, data: dict[str, Any]) -> float | None:
     return None
 
 
-_SIZES = {
-    "square_hd": (1024, 1024),
-    "square": (512, 512),
-    "portrait_4_3": (768, 1024),
-    "portrait_16_9": (576, 1024),
-    "landscape_4_3": (1024, 768),
-    "landscape_16_9": (1024, 576),
-}
-
-
 def _image_size(value: Any) -> tuple[int, int]:
     if isinstance(value, dict):
         try:
             return int(value.get("width", 1024)), int(value.get("height", 768))
         except (TypeError, ValueError):
             return 1024, 768
-    return _SIZES.get(str(value), (1024, 768))
+    return IMAGE_SIZE_PRESETS.get(str(value), (1024, 768))
 
 
 async def plan_input(

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
+from fal_mcp.fal.errors import REQUEST_ERROR_STATUS
+
 if TYPE_CHECKING:
     from fal_mcp.emulator.state import EmulatorState
 
@@ -67,23 +69,6 @@ def request_error(error_type: str, detail: str) -> ModelError:
     status = REQUEST_ERROR_STATUS.get(error_type, 500)
     return ModelError(status, {"detail": detail, "error_type": error_type}, error_type)
 
-
-# fal's request error types (docs "request errors") and the status each answers with.
-REQUEST_ERROR_STATUS: dict[str, int] = {
-    "request_timeout": 504,
-    "startup_timeout": 504,
-    "runner_scheduling_failure": 503,
-    "runner_connection_timeout": 503,
-    "runner_disconnected": 503,
-    "runner_connection_refused": 503,
-    "runner_connection_error": 503,
-    "runner_incomplete_response": 502,
-    "runner_server_error": 500,
-    "client_disconnected": 499,
-    "client_cancelled": 499,
-    "bad_request": 400,
-    "internal_error": 500,
-}
 
 _TYPE_ERRORS = {
     "string": ("string_type", "Input should be a valid string"),

@@ -12,15 +12,9 @@ import anyio
 from PIL import Image, ImageDraw
 
 from fal_mcp.emulator.models.base import ModelError, RunContext, error_detail, validation_error
+from fal_mcp.fal.schemas import IMAGE_SIZE_PRESETS
 
-IMAGE_SIZES: dict[str, tuple[int, int]] = {
-    "square_hd": (1024, 1024),
-    "square": (512, 512),
-    "portrait_4_3": (768, 1024),
-    "portrait_16_9": (576, 1024),
-    "landscape_4_3": (1024, 768),
-    "landscape_16_9": (1024, 576),
-}
+IMAGE_SIZES = IMAGE_SIZE_PRESETS
 
 IMAGE_COMPONENT: dict[str, Any] = {
     "title": "Image",
