@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fal_mcp.redact import redact
+from fal_mcp.redact import redact, redact_value
 
 # fal's documented docs URL for model errors; kept so messages can point at it.
 ERRORS_DOC_URL = "https://docs.fal.ai/errors/"
@@ -108,7 +108,7 @@ class FalAPIError(FalError):
         if status_code is not None:
             self.status_code = status_code
         self.error_type = error_type
-        self.body = body
+        self.body = redact_value(body)
         self.retry_after = retry_after
 
     def __repr__(self) -> str:
