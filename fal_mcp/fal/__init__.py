@@ -30,6 +30,7 @@ _EXPORTS: dict[str, str] = {
             "NotFoundError",
             "RateLimitError",
             "RequestCancelledError",
+            "ResultNotReadyError",
             "ServerError",
             "StartTimeoutError",
             "SubmitOutcomeUnknownError",
@@ -47,6 +48,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["RealtimeAPI", "RealtimeConnection"], "realtime"),
     **dict.fromkeys(["ReconcilePolicy", "RetryMode", "RetryPolicy"], "retry"),
     "RunAPI": "run",
+    **dict.fromkeys(["ObjectLifecycle", "StorageAPI", "UploadedFile"], "storage"),
+    **dict.fromkeys(["CatalogAPI", "CostEstimate", "ModelPage", "ModelSchema", "ModelSummary"], "catalog"),
 }
 
 __all__ = sorted(_EXPORTS)
