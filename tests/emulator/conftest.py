@@ -5,8 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
@@ -18,36 +17,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from fal_mcp.emulator.config import EmulatorConfig
 from fal_mcp.emulator.server import EmulatorServer
+from tests.emulators import MakeEmulator, emulator_factory, shared_emulator
 
 AUTH = {"Authorization": "Key test-key-id:test-key-secret"}
-# Fast but not instantaneous: flux's default 28 steps take ~56 ms, emulator/slow's seconds=1 takes 20 ms.
-FAST = EmulatorConfig(time_scale=0.02, ping_interval_seconds=0.5)
-
-MakeEmulator = Callable[..., EmulatorServer]
 
 
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[EmulatorServer]:
-    """The shared emulator: default concurrency, fast time. Tests that change state use ``make_emulator``."""
-    with EmulatorServer(replace(FAST)) as server:
-        yield server
+    yield from shared_emulator()
 
 
 @pytest.fixture
 def make_emulator() -> Iterator[MakeEmulator]:
     """``make_emulator(concurrency_per_app=1, …)``: a fresh emulator with FAST plus these overrides."""
-    servers: list[EmulatorServer] = []
-
-    def make(**overrides: Any) -> EmulatorServer:
-        server = EmulatorServer(replace(FAST, **overrides)).start()
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
+    yield from emulator_factory()
 
 
 def client_for(server: EmulatorServer, **kwargs: Any) -> httpx2.AsyncClient:

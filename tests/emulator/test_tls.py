@@ -13,7 +13,8 @@ from cryptography import x509
 
 from fal_mcp.emulator.server import EmulatorServer, client_env
 from fal_mcp.emulator.tls import ensure_tls
-from tests.emulator.conftest import AUTH, FAST
+from tests.emulator.conftest import AUTH
+from tests.emulators import FAST
 
 pytestmark = pytest.mark.anyio
 

@@ -5,27 +5,22 @@ from __future__ import annotations
 import io
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
-from fal_mcp.emulator.config import EmulatorConfig
 from fal_mcp.emulator.server import EmulatorServer
 from fal_mcp.fal.auth import credentials_from_key
 from fal_mcp.fal.client import FalClient
 from fal_mcp.fal.hosts import FalHosts
 from fal_mcp.fal.retry import ReconcilePolicy, RetryPolicy
 from fal_mcp.log import configure_logging
+from tests.emulators import MakeEmulator, emulator_factory, shared_emulator
 
 TEST_KEY = "test-key-id:test-key-secret-0123456789"
-# Simulated seconds x 0.02: emulator/slow with seconds=10 runs 0.2 s.
-FAST = EmulatorConfig(time_scale=0.02, ping_interval_seconds=0.5)
 FAST_RETRY = RetryPolicy(max_attempts=8, base_delay=0.005, max_delay=0.05, max_retry_after=0.02)
 FAST_RECONCILE = ReconcilePolicy(lookups=3, delay=0.01)
-
-MakeEmulator = Callable[..., EmulatorServer]
 
 
 def make_client(server: EmulatorServer, **overrides: Any) -> FalClient:
@@ -42,24 +37,13 @@ def make_client(server: EmulatorServer, **overrides: Any) -> FalClient:
 
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[EmulatorServer]:
-    """The shared emulator. Tests that inject faults or need a small concurrency use ``make_emulator``."""
-    with EmulatorServer(replace(FAST)) as server:
-        yield server
+    yield from shared_emulator()
 
 
 @pytest.fixture
 def make_emulator() -> Iterator[MakeEmulator]:
     """``make_emulator(concurrency_per_app=1, …)``: a fresh emulator with FAST plus these overrides."""
-    servers: list[EmulatorServer] = []
-
-    def make(**overrides: Any) -> EmulatorServer:
-        server = EmulatorServer(replace(FAST, **overrides)).start()
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
+    yield from emulator_factory()
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ from fal_mcp.fal.client import FalClient
 from fal_mcp.fal.errors import FalConnectionError, FalError, NotConfiguredError
 from fal_mcp.fal.hosts import FalHosts
 from fal_mcp.fal.retry import RetryMode
-from tests.fal.conftest import FAST, FAST_RETRY, TEST_KEY, make_client
+from tests.emulators import FAST
+from tests.fal.conftest import FAST_RETRY, TEST_KEY, make_client
 
 pytestmark = pytest.mark.anyio
 

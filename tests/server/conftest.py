@@ -8,19 +8,18 @@ from pathlib import Path
 import pytest
 
 from fal_mcp.config import Settings
-from fal_mcp.emulator.config import EmulatorConfig
 from fal_mcp.emulator.server import EmulatorServer
 from fal_mcp.fal.auth import credentials_from_key
 from fal_mcp.fal.hosts import FalHosts
 from fal_mcp.server.app import FalMCPServer, build_server
+from tests.emulators import shared_emulator
 
 TEST_KEY = "test-key-id:test-key-secret-0123456789"
 
 
 @pytest.fixture(scope="session")
 def emulator() -> Iterator[EmulatorServer]:
-    with EmulatorServer(EmulatorConfig(time_scale=0.02, concurrency_per_app=4)) as server:
-        yield server
+    yield from shared_emulator(concurrency_per_app=4)
 
 
 @pytest.fixture
