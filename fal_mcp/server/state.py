@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,6 +63,7 @@ class ServerState:
         self.started_at = time.time()
         self.background: TaskGroup | None = None  # set by the lifespan; runs reconciliation
         self._reconciled: set[str] = set()
+        self._submit_locks: weakref.WeakValueDictionary[tuple[str, ...], anyio.Lock] = weakref.WeakValueDictionary()
         self._roots_cache: dict[int, tuple[Path, ...]] = {}
 
     # -- fal -----------------------------------------------------------------------------------
@@ -135,6 +137,13 @@ class ServerState:
         if self._fetch_client is None:
             self._fetch_client = guarded_client(policy, verify=tls_verify(self.settings.ca_file))
         return self._fetch_client, policy
+
+    def submission_lock(self, *key: str) -> anyio.Lock:
+        """One lock per (owner, endpoint, input): identical calls racing each other pay once, not twice."""
+        lock = self._submit_locks.get(key)
+        if lock is None:
+            lock = self._submit_locks[key] = anyio.Lock()
+        return lock
 
     # -- reconciliation --------------------------------------------------------------------------
     def _start_reconciliation(self, fal: FalClient, owner: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -11,7 +12,7 @@ from pydantic import Field
 from fal_mcp.fal import errors as fe
 from fal_mcp.server import jobs, results
 from fal_mcp.server.errors import ToolFailure, tool_errors
-from fal_mcp.server.inputs import finalize_input, plan_input, prepare_input
+from fal_mcp.server.inputs import PreparedInput, finalize_input, plan_input, prepare_input
 from fal_mcp.server.jobs import Call
 from fal_mcp.server.outputs import CancelOutput, JobOutput, JobsListOutput, JobSummary, StatusOutput, SubmitOutput
 
@@ -38,8 +39,8 @@ async def _finish_or_report(
     call: Call,
     endpoint_id: str,
     request_id: str,
-    wait_seconds: float,
     *,
+    wait_seconds: float,
     cost: float | None = None,
     reattached: bool = False,
     download_dir: str | None = None,
@@ -88,40 +89,51 @@ async def fal_subscribe(
     request_id (the job keeps running; call queue_result). Local file paths in file fields are uploaded."""
     endpoint = jobs.parse_endpoint(endpoint_id)
     call = await Call.start(ctx, "fal_subscribe")
-    settings = call.state.settings
-    prepared = await plan_input(call.fal, settings, endpoint, input, roots=await call.state.roots(ctx))
-    wait_for = _wait_seconds(call, wait_seconds)
-    if not fresh and call.ledger is not None:
-        window = settings.reuse_window_seconds
-        earlier = await call.ledger.find_reusable(call.owner, endpoint, prepared.digest, window)
-        if earlier is not None and earlier.request_id:
-            await call.reporter.report(f"re-attaching to identical job {earlier.request_id} (no new charge)")
-            try:
-                return await _finish_or_report(
-                    call,
-                    endpoint,
-                    earlier.request_id,
-                    wait_for,
-                    cost=prepared.cost_estimate_usd,
-                    reattached=True,
-                    download_dir=download_dir,
-                )
-            except fe.NotFoundError:
-                await call.reporter.report("the earlier job's result has expired on fal; submitting a new one")
-    await finalize_input(call.fal, settings, prepared)
-    handle = await jobs.submit(
+    prepared = await plan_input(call.fal, call.state.settings, endpoint, input, roots=await call.state.roots(ctx))
+    options = {"priority": priority, "hint": hint, "start_timeout": start_timeout}
+    request_id, reattached = await _reuse_or_submit(call, endpoint, prepared, fresh=fresh, **options)
+    finish = functools.partial(
+        _finish_or_report,
         call,
         endpoint,
-        prepared.data,
-        cost_estimate_usd=prepared.cost_estimate_usd,
-        digest=prepared.digest,
-        priority=priority,
-        hint=hint,
-        start_timeout=start_timeout,
+        wait_seconds=_wait_seconds(call, wait_seconds),
+        cost=prepared.cost_estimate_usd,
+        download_dir=download_dir,
     )
-    return await _finish_or_report(
-        call, endpoint, handle.request_id, wait_for, cost=prepared.cost_estimate_usd, download_dir=download_dir
-    )
+    try:
+        return await finish(request_id, reattached=reattached)
+    except fe.NotFoundError:
+        if not reattached:
+            raise
+    await call.reporter.report("the earlier job's result has expired on fal; submitting a new one")
+    request_id, _ = await _reuse_or_submit(call, endpoint, prepared, fresh=True, **options)
+    return await finish(request_id)
+
+
+async def _reuse_or_submit(
+    call: Call, endpoint: str, prepared: PreparedInput, *, fresh: bool, **options: Any
+) -> tuple[str, bool]:
+    """(request_id, reattached): an identical running or recent job of this user, else a new submission.
+
+    Identical calls racing each other queue on one lock, so the second re-attaches to the first's job.
+    """
+    async with call.state.submission_lock(call.owner, endpoint, prepared.digest):
+        if not fresh and call.ledger is not None:
+            window = call.state.settings.reuse_window_seconds
+            earlier = await call.ledger.find_reusable(call.owner, endpoint, prepared.digest, window)
+            if earlier is not None and earlier.request_id:
+                await call.reporter.report(f"re-attaching to identical job {earlier.request_id} (no new charge)")
+                return earlier.request_id, True
+        await finalize_input(call.fal, call.state.settings, prepared)
+        handle = await jobs.submit(
+            call,
+            endpoint,
+            prepared.data,
+            cost_estimate_usd=prepared.cost_estimate_usd,
+            digest=prepared.digest,
+            **options,
+        )
+        return handle.request_id, False
 
 
 @tool_errors
@@ -200,7 +212,7 @@ async def queue_result(
     """Wait (bounded, with progress) for a queued job and return its output, or its status if still running."""
     call = await Call.start(ctx, "queue_result")
     request_id, endpoint = await jobs.resolve_endpoint(call, request_id, endpoint_id)
-    return await _finish_or_report(call, endpoint, request_id, _wait_seconds(call, wait_seconds))
+    return await _finish_or_report(call, endpoint, request_id, wait_seconds=_wait_seconds(call, wait_seconds))
 
 
 @tool_errors
