@@ -281,3 +281,18 @@ async def test_zero_wait_still_reports_the_real_state(server: FalMCPServer) -> N
         await call(client, "queue_cancel", {"request_id": slow["request_id"]})
     assert done["status"] == "COMPLETED" and done["output"]["seconds"] == 1
     assert running["status"] == "IN_PROGRESS" and running["request_id"] == slow["request_id"]
+
+
+async def test_identical_calls_racing_each_other_pay_once(server: FalMCPServer, emulator: EmulatorServer) -> None:
+    data = {"seconds": 15, "steps": 3, "fail": False}
+    results: list[dict] = []
+
+    async def one(client: Client) -> None:
+        results.append(structured(await call(client, "fal_subscribe", {"endpoint_id": "emulator/slow", "input": data})))
+
+    async with Client(server) as client, anyio.create_task_group() as group:
+        for _ in range(3):
+            group.start_soon(one, client)
+    assert [r["status"] for r in results] == ["COMPLETED"] * 3
+    assert len({r["request_id"] for r in results}) == 1 and sum(r["reattached"] for r in results) == 2
+    assert submissions(emulator, "emulator/slow", data) == 1
