@@ -163,11 +163,13 @@ async def thumbnails(call: Call, files: list[OutputFile]) -> list[ImageContent]:
     blocks: list[ImageContent] = []
     for f in [f for f in files if (f.content_type or "").startswith("image/")][:MAX_THUMBNAILS]:
         try:
-            with anyio.fail_after(20):
-                data = await _read_bytes(call, f.url, THUMBNAIL_SOURCE_LIMIT)
-            thumb = await anyio.to_thread.run_sync(
-                _make_thumbnail, data, settings.thumbnail_max_px, settings.thumbnail_max_bytes
-            )
+            async with call.state.thumbnail_slots:
+                with anyio.fail_after(20):
+                    data = await _read_bytes(call, f.url, THUMBNAIL_SOURCE_LIMIT)
+                thumb = await anyio.to_thread.run_sync(
+                    _make_thumbnail, data, settings.thumbnail_max_px, settings.thumbnail_max_bytes
+                )
+                del data
         except Exception as exc:  # a missing preview never fails the job
             log.info("thumbnail.skipped", url_kind=f.url[:5], error=type(exc).__name__)
             continue

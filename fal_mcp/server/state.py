@@ -64,6 +64,8 @@ class ServerState:
         self.background: TaskGroup | None = None  # set by the lifespan; runs reconciliation
         self._reconciled: set[str] = set()
         self._submit_locks: weakref.WeakValueDictionary[tuple[str, ...], anyio.Lock] = weakref.WeakValueDictionary()
+        # Thumbnails decode whole images: a few at a time keeps 200 finishing jobs from spiking memory.
+        self.thumbnail_slots = anyio.Semaphore(2)
         self._roots_cache: dict[int, tuple[Path, ...]] = {}
 
     # -- fal -----------------------------------------------------------------------------------
