@@ -30,6 +30,7 @@ from fal_mcp import __version__
 from fal_mcp.config import ConfigError, Settings
 from fal_mcp.log import get_logger
 from fal_mcp.redact import register_secret
+from fal_mcp.server.state import FAL_KEY_HEADER, fal_key_from_headers
 
 log = get_logger(__name__)
 
@@ -37,7 +38,6 @@ MCP_PATH = "/mcp"
 HEALTH_PATH = "/healthz"
 TOKEN_ENV = "FAL_MCP_HTTP_TOKEN"
 MIN_TOKEN_LENGTH = 16
-FAL_KEY_HEADER = "x-fal-key"
 WILDCARD_HOSTS = ("", "0.0.0.0", "::", "*")
 SHUTDOWN_GRACE_SECONDS = 3
 
@@ -137,18 +137,17 @@ class BearerAuthMiddleware:
                 return "invalid_token", "the bearer token is not this server's token"
         if not self.per_user:
             return None
-        key = headers.get(FAL_KEY_HEADER, "").strip()
-        if self.token is not None:
+        if self.token is not None and not headers.get(FAL_KEY_HEADER, "").strip():
             # The bearer is the server token here, never a fal key: the key must come separately.
-            if not key:
-                return "invalid_request", "this server runs in per-user mode: send your fal key as 'X-Fal-Key: <key>'"
-        elif not key and not (scheme in ("bearer", "key") and credentials):
+            return "invalid_request", "this server runs in per-user mode: send your fal key as 'X-Fal-Key: <key>'"
+        key = fal_key_from_headers(headers)
+        if key is None:
             return (
                 "invalid_request",
                 "this server runs in per-user mode: send your own fal key as "
                 "'Authorization: Bearer <FAL_KEY>' (or 'X-Fal-Key: <FAL_KEY>')",
             )
-        register_secret(key or credentials)  # before anything downstream can log it
+        register_secret(key)  # before anything downstream can log it
         return None
 
 

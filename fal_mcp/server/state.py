@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,7 +34,7 @@ log = get_logger(__name__)
 
 LOCAL_OWNER = "local"
 LOCAL_EMULATOR_KEY = "local-emulator:offline-key"
-PER_USER_KEY_HEADERS = ("x-fal-key",)
+FAL_KEY_HEADER = "x-fal-key"  # a per-user caller's own fal key (HTTP)
 
 
 class ServerState:
@@ -66,7 +67,6 @@ class ServerState:
         self._submit_locks: weakref.WeakValueDictionary[tuple[str, ...], anyio.Lock] = weakref.WeakValueDictionary()
         # Thumbnails decode whole images: a few at a time keeps 200 finishing jobs from spiking memory.
         self.thumbnail_slots = anyio.Semaphore(2)
-        self._roots_cache: dict[int, tuple[Path, ...]] = {}
 
     # -- fal -----------------------------------------------------------------------------------
     async def fal(self) -> FalClient:
@@ -109,7 +109,7 @@ class ServerState:
         base = await self.fal()
         if not self.per_user:
             return base, LOCAL_OWNER
-        key = _caller_key(ctx)
+        key = fal_key_from_headers(ctx.headers if ctx is not None else None)
         if key is None:
             from fal_mcp.fal.errors import NotConfiguredError
 
@@ -235,16 +235,17 @@ class ServerState:
                 await anyio.to_thread.run_sync(emulator.stop)
 
 
-def _caller_key(ctx: Context | None) -> str | None:
-    headers = ctx.headers if ctx is not None else None
+def fal_key_from_headers(headers: Mapping[str, str] | None) -> str | None:
+    """A per-user caller's fal key: ``X-Fal-Key``, else the ``Authorization: Bearer|Key`` credentials.
+
+    (With a server token configured, the HTTP layer only lets requests through that carry ``X-Fal-Key``.)
+    """
     if not headers:
         return None
     lower = {k.lower(): v for k, v in headers.items()}
-    for name in PER_USER_KEY_HEADERS:
-        if lower.get(name, "").strip():
-            return lower[name].strip()
-    auth = lower.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
+    if lower.get(FAL_KEY_HEADER, "").strip():
+        return lower[FAL_KEY_HEADER].strip()
+    scheme, _, token = lower.get("authorization", "").strip().partition(" ")
     if scheme.lower() in ("bearer", "key") and token.strip():
         return token.strip()
     return None
