@@ -5,15 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar
 
-import anyio
-
 from fal_mcp.emulator.models.base import EmulatedModel, ModelInfo, RunContext
 from fal_mcp.emulator.models.imaging import (
     IMAGE_COMPONENTS,
     check_prompt,
-    image_output,
     image_size_property,
     images_output_schema,
+    images_result,
     pick_seed,
     render,
     size_of,
@@ -102,17 +100,15 @@ class FastLcmDiffusion(EmulatedModel):
         started = time.monotonic()
         await ctx.sleep(data["num_inference_steps"] * SECONDS_PER_STEP)
         await ctx.log(f"Generated {data['num_images']} image(s) in {data['num_inference_steps']} steps")
-        images = []
-        for index in range(data["num_images"]):
-            picture = await anyio.to_thread.run_sync(render, width, height, prompt, seed, index)
-            images.append(await image_output(ctx, picture, data["format"], data["sync_mode"], f"lcm-{seed}-{index}"))
-        return {
-            "images": images,
-            "timings": {"inference": round(time.monotonic() - started, 4)},
-            "seed": seed,
-            "has_nsfw_concepts": [False] * len(images),
-            "prompt": prompt,
-        }
+        return await images_result(
+            ctx,
+            data,
+            lambda index: render(width, height, prompt, seed, index),
+            seed=seed,
+            started=started,
+            name="lcm",
+            output_format=data["format"],
+        )
 
     async def realtime(self, data: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         """One realtime frame: validated like any call, then the same (fast) generation."""

@@ -5,15 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar
 
-import anyio
-
 from fal_mcp.emulator.models.base import EmulatedModel, ModelInfo, RunContext
 from fal_mcp.emulator.models.imaging import (
     IMAGE_COMPONENTS,
     check_prompt,
-    image_output,
     image_size_property,
     images_output_schema,
+    images_result,
     megapixels,
     pick_seed,
     render,
@@ -134,19 +132,15 @@ class FluxDev(EmulatedModel):
         started = time.monotonic()
         await ctx.log(f"Generating {data['num_images']} image(s) of {width}x{height}, seed {seed}")
         await denoise(ctx, data["num_inference_steps"])
-        images = []
-        for index in range(data["num_images"]):
-            picture = await anyio.to_thread.run_sync(render, width, height, prompt, seed, index)
-            images.append(
-                await image_output(ctx, picture, data["output_format"], data["sync_mode"], f"flux-dev-{seed}-{index}")
-            )
-        return {
-            "images": images,
-            "timings": {"inference": round(time.monotonic() - started, 4)},
-            "seed": seed,
-            "has_nsfw_concepts": [False] * len(images),
-            "prompt": prompt,
-        }
+        return await images_result(
+            ctx,
+            data,
+            lambda index: render(width, height, prompt, seed, index),
+            seed=seed,
+            started=started,
+            name="flux-dev",
+            output_format=data["output_format"],
+        )
 
     def billable_units(self, data: dict[str, Any], output: dict[str, Any]) -> float:
         return megapixels(output["images"])

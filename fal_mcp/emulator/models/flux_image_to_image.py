@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar
 
-import anyio
 from PIL import Image
 
 from fal_mcp.emulator.models.base import EmulatedModel, ModelInfo, RunContext
@@ -14,8 +13,8 @@ from fal_mcp.emulator.models.imaging import (
     IMAGE_COMPONENTS,
     check_prompt,
     decode,
-    image_output,
     images_output_schema,
+    images_result,
     megapixels,
     pick_seed,
     render,
@@ -87,19 +86,15 @@ class FluxImageToImage(EmulatedModel):
         source = decode(raw, "image_url", data["image_url"])
         await ctx.log(f"Loaded input image {source.width}x{source.height}; strength {data['strength']}, seed {seed}")
         await denoise(ctx, data["num_inference_steps"])
-        images = []
-        for index in range(data["num_images"]):
-            picture = await anyio.to_thread.run_sync(transform, source, prompt, seed, index, data["strength"])
-            images.append(
-                await image_output(ctx, picture, data["output_format"], data["sync_mode"], f"flux-i2i-{seed}-{index}")
-            )
-        return {
-            "images": images,
-            "timings": {"inference": round(time.monotonic() - started, 4)},
-            "seed": seed,
-            "has_nsfw_concepts": [False] * len(images),
-            "prompt": prompt,
-        }
+        return await images_result(
+            ctx,
+            data,
+            lambda index: transform(source, prompt, seed, index, data["strength"]),
+            seed=seed,
+            started=started,
+            name="flux-i2i",
+            output_format=data["output_format"],
+        )
 
     def billable_units(self, data: dict[str, Any], output: dict[str, Any]) -> float:
         return megapixels(output["images"])

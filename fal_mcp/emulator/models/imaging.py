@@ -6,6 +6,8 @@ import base64
 import hashlib
 import io
 import random
+import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -194,6 +196,30 @@ async def image_output(
         extension = "png" if content_type == "image/png" else "jpg"
         url = (await ctx.store(data, content_type, f"{name}.{extension}"))["url"]
     return {"url": url, "width": width, "height": height, "content_type": content_type}
+
+
+async def images_result(
+    ctx: RunContext,
+    data: dict[str, Any],
+    picture: Callable[[int], Image.Image],
+    *,
+    seed: int,
+    started: float,
+    name: str,
+    output_format: str,
+) -> dict[str, Any]:
+    """fal's image-model output: ``num_images`` pictures (``picture(index)``, drawn off the event loop)."""
+    images = []
+    for index in range(data["num_images"]):
+        image = await anyio.to_thread.run_sync(picture, index)
+        images.append(await image_output(ctx, image, output_format, data["sync_mode"], f"{name}-{seed}-{index}"))
+    return {
+        "images": images,
+        "timings": {"inference": round(time.monotonic() - started, 4)},
+        "seed": seed,
+        "has_nsfw_concepts": [False] * len(images),
+        "prompt": data["prompt"],
+    }
 
 
 def megapixels(images: list[dict[str, Any]]) -> float:
