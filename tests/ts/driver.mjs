@@ -1,0 +1,151 @@
+// The official TypeScript MCP SDK client (pinned in package.json), driven one command at a time by pytest.
+//
+// Reads JSON commands, one a line, on stdin; answers each with one JSON line on stdout carrying the same `id`:
+//   {"id", "op": "connect", "server": {"transport": "stdio", "command", "args", "env", "cwd"}
+//                                     | {"transport": "http", "url", "headers"},
+//    "protocolVersion"?: offer this version instead of the SDK's latest, "clientInfo"?: {"name", "version"}}
+//   {"id", "op": "listTools"}
+//   {"id", "op": "callTool", "name", "arguments", "abortAfterProgress"?: n, "timeoutMs"?: ms}
+//       -> the result exactly as `client.callTool` returned it (it validates structuredContent against the
+//          tool's outputSchema), or what it threw; plus every progress notification the call received
+//   {"id", "op": "diagnostics"} -> protocol errors the client reported, and the server's stderr (stdio)
+//   {"id", "op": "close"}
+// Commands run concurrently; answers come back as each finishes.
+
+import readline from 'node:readline';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+
+const STDERR_LIMIT = 200_000;
+
+let client = null;
+let transport = null;
+let negotiated = null;
+let serverStderr = '';
+const clientErrors = [];
+
+function reply(message) {
+  process.stdout.write(JSON.stringify(message) + '\n');
+}
+
+function describe(error) {
+  if (error instanceof Error) {
+    return { name: error.name, message: error.message, code: error.code ?? null, data: error.data ?? null };
+  }
+  return { name: typeof error, message: String(error), code: null, data: null };
+}
+
+function makeTransport(server) {
+  if (server.transport === 'stdio') {
+    const stdio = new StdioClientTransport({
+      command: server.command,
+      args: server.args ?? [],
+      env: server.env,
+      cwd: server.cwd,
+      stderr: 'pipe',
+    });
+    // Drained continuously so a chatty server never blocks on a full pipe.
+    stdio.stderr.on('data', (chunk) => {
+      serverStderr = (serverStderr + chunk.toString()).slice(-STDERR_LIMIT);
+    });
+    return stdio;
+  }
+  if (server.transport === 'http') {
+    return new StreamableHTTPClientTransport(new URL(server.url), { requestInit: { headers: server.headers ?? {} } });
+  }
+  throw new Error(`unknown transport ${server.transport}`);
+}
+
+// Offers `version` in `initialize` instead of the SDK's latest (as a host built on an older SDK would) and
+// records what the server answered.
+function observeHandshake(t, version) {
+  const send = t.send.bind(t);
+  t.send = (message, options) => {
+    if (version && message.method === 'initialize') {
+      message = { ...message, params: { ...message.params, protocolVersion: version } };
+    }
+    return send(message, options);
+  };
+  const start = t.start.bind(t);
+  t.start = () => {
+    const onmessage = t.onmessage;
+    t.onmessage = (message, extra) => {
+      if (negotiated === null && message.result?.protocolVersion) negotiated = message.result.protocolVersion;
+      onmessage?.(message, extra);
+    };
+    return start();
+  };
+}
+
+const ops = {
+  async connect(command) {
+    client = new Client(command.clientInfo ?? { name: 'fal-mcp-ts-test', version: '0.0.0' }, { capabilities: {} });
+    client.onerror = (error) => clientErrors.push(describe(error));
+    transport = makeTransport(command.server);
+    observeHandshake(transport, command.protocolVersion);
+    await client.connect(transport);
+    return {
+      protocolVersion: negotiated,
+      serverInfo: client.getServerVersion(),
+      capabilities: client.getServerCapabilities(),
+      instructions: client.getInstructions() ?? null,
+    };
+  },
+
+  async listTools() {
+    return await client.listTools();
+  },
+
+  async callTool(command) {
+    const progress = [];
+    const controller = new AbortController();
+    const options = {
+      signal: controller.signal,
+      timeout: command.timeoutMs ?? 60_000,
+      resetTimeoutOnProgress: true,
+      onprogress: (event) => {
+        progress.push({ progress: event.progress, total: event.total ?? null, message: event.message ?? null });
+        if (command.abortAfterProgress && progress.length >= command.abortAfterProgress) {
+          controller.abort(new Error('cancelled by the test'));
+        }
+      },
+    };
+    try {
+      const result = await client.callTool({ name: command.name, arguments: command.arguments ?? {} }, undefined, options);
+      return { threw: null, result, progress };
+    } catch (error) {
+      return { threw: describe(error), result: null, progress };
+    }
+  },
+
+  async diagnostics() {
+    return { clientErrors, serverStderr };
+  },
+
+  async close() {
+    await client?.close();
+    return {};
+  },
+};
+
+const lines = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
+const pending = new Set();
+lines.on('line', (line) => {
+  if (!line.trim()) return;
+  const command = JSON.parse(line);
+  const run = (async () => {
+    try {
+      reply({ id: command.id, ok: true, value: await ops[command.op](command) });
+    } catch (error) {
+      reply({ id: command.id, ok: false, error: describe(error), stack: error?.stack ?? null });
+    }
+  })();
+  pending.add(run);
+  run.finally(() => pending.delete(run));
+});
+lines.on('close', async () => {
+  await Promise.allSettled([...pending]);
+  await client?.close().catch(() => {});
+  process.exit(0);
+});

@@ -1,0 +1,218 @@
+"""Every tool through the official TypeScript MCP SDK client, over stdio and streamable HTTP.
+
+That client (``@modelcontextprotocol/sdk``, pinned in ``package.json``) is inside Claude Code, Cursor,
+VS Code, Gemini CLI and the MCP Inspector. Its ``callTool`` checks each result's ``structuredContent``
+against the tool's ``outputSchema`` and throws when they disagree, which the Python client never does:
+a tool that passes here is readable in those hosts. The servers run ``fal-mcp`` as a host would (a stdio
+subprocess, or ``fal-mcp serve --transport http``) against the test emulator, so the emulator's own
+records show what each call did to fal.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from fal_mcp import __version__
+from tests.server.test_transports import server_env
+from tests.ts.conftest import SDK_LATEST, Session, TsClient, make_workdir, wait_until
+
+ALL_TOOLS = {
+    "model_search",
+    "model_schema",
+    "fal_subscribe",
+    "queue_submit",
+    "queue_status",
+    "queue_result",
+    "queue_cancel",
+    "jobs_list",
+    "fal_run",
+    "fal_stream",
+    "fal_realtime",
+    "upload_file",
+}
+
+
+def assert_strictly_increasing(values: list[float]) -> None:
+    assert values == sorted(set(values)), values
+
+
+def test_handshake_and_tool_list(session: Session) -> None:
+    connected = session.client.connected
+    assert connected["protocolVersion"] == SDK_LATEST
+    assert connected["serverInfo"]["name"] and connected["serverInfo"]["version"] == __version__
+    assert "tools" in connected["capabilities"]
+    listed = session.client.request("listTools")  # parsed by the SDK's own ListToolsResult schema
+    tools = {tool["name"]: tool for tool in listed["tools"]}
+    assert set(tools) == ALL_TOOLS
+    assert all(tool["outputSchema"]["type"] == "object" for tool in tools.values())
+
+
+def test_model_search_and_schema(session: Session) -> None:
+    client = session.client
+    first = client.call("model_search", {"query": "flux", "limit": 2}).structured
+    assert len(first["models"]) == 2 and first["has_more"] and first["next_cursor"]
+    second = client.call("model_search", {"query": "flux", "limit": 2, "cursor": first["next_cursor"]}).structured
+    assert {m["endpoint_id"] for m in first["models"]}.isdisjoint(m["endpoint_id"] for m in second["models"])
+    summary = client.call("model_schema", {"endpoint_id": "fal-ai/flux/dev/image-to-image"}).structured
+    assert summary["file_fields"] == ["image_url"] and summary["input_schema"] is None
+    full = client.call("model_schema", {"endpoint_id": "fal-ai/flux/dev", "full": True}).structured
+    assert full["input_schema"]["properties"]["prompt"] and full["output_schema"]
+
+
+def test_subscribe_streams_progress_and_returns_files(session: Session) -> None:
+    data = {"prompt": f"a kite over the sea ({session.name})", "num_inference_steps": 8, "seed": 4}
+    call = session.client.call("fal_subscribe", {"endpoint_id": "fal-ai/flux/dev", "input": data})
+    job = call.structured
+    assert job["status"] == "COMPLETED" and job["request_id"] and job["endpoint_id"] == "fal-ai/flux/dev"
+    assert job["files"][0]["url"] == job["output"]["images"][0]["url"]
+    kinds = call.block_types()
+    assert kinds[0] == "text" and "resource_link" in kinds and "image" in kinds
+    assert len(call.progress) >= 3, call.progress
+    assert_strictly_increasing(call.progress_values())
+    assert call.progress[-1]["message"] == "completed"
+    record = session.emulator.state.queue.get(job["request_id"])
+    assert record is not None and record.input == data and record.key_id == "server-key-id"
+
+
+def test_bounded_wait_then_queue_result(session: Session) -> None:
+    client = session.client
+    data = {"seconds": 40, "steps": 5, "label": f"bounded {session.name}"}  # 0.8 s real
+    first = client.call("fal_subscribe", {"endpoint_id": "emulator/slow", "input": data, "wait_seconds": 0.2})
+    pending = first.structured
+    assert pending["status"] in ("IN_QUEUE", "IN_PROGRESS") and "queue_result" in pending["next_step"]
+    done = client.call("queue_result", {"request_id": pending["request_id"]})
+    assert done.structured["status"] == "COMPLETED" and done.structured["output"]["steps"] == 5
+    assert any((event["message"] or "").startswith("step ") for event in done.progress), done.progress
+    assert_strictly_increasing(done.progress_values())
+
+
+def test_queue_submit_status_cancel_and_jobs_list(session: Session) -> None:
+    client = session.client
+    data = {"seconds": 300, "steps": 30, "label": f"queue {session.name}"}
+    submitted = client.call("queue_submit", {"endpoint_id": "emulator/slow", "input": data}).structured
+    request_id = submitted["request_id"]
+    assert submitted["status"] == "IN_QUEUE" and request_id
+    status = client.call("queue_status", {"request_id": request_id, "logs": True}).structured
+    assert status["status"] in ("IN_QUEUE", "IN_PROGRESS") and status["request_id"] == request_id
+    cancelled = client.call("queue_cancel", {"request_id": request_id}).structured
+    assert cancelled["outcome"] == "CANCELLATION_REQUESTED"
+    record = session.emulator.state.queue.get(request_id)
+    assert record is not None
+    wait_until(lambda: record.error_type == "client_cancelled", what="fal to cancel the request")
+    again = client.call("queue_cancel", {"request_id": request_id}).structured
+    assert again["outcome"] == "ALREADY_COMPLETED"
+    jobs = client.call("jobs_list", {"endpoint_id": "emulator/slow", "limit": 50}).structured["jobs"]
+    assert request_id in [job["request_id"] for job in jobs]
+
+
+def test_client_cancel_cancels_the_fal_job(session: Session) -> None:
+    """The host aborts the call (Esc in Claude Code): the SDK sends notifications/cancelled, fal is told."""
+    client = session.client
+    data = {"seconds": 500, "steps": 50, "label": f"abort {session.name}"}  # 10 s real: only a cancel ends it early
+    aborted = client.call("fal_subscribe", {"endpoint_id": "emulator/slow", "input": data}, abortAfterProgress=2)
+    assert aborted.threw is not None and aborted.result is None
+    assert "cancelled by the test" in aborted.threw["message"]
+
+    def cancelled_job() -> dict | None:
+        jobs = client.call("jobs_list", {"endpoint_id": "emulator/slow", "limit": 50}).structured["jobs"]
+        return next(
+            (j for j in jobs if data["label"] in (j["input_preview"] or "") and j["status"] == "CANCELLED"), None
+        )
+
+    job = wait_until(cancelled_job, what="the ledger to record the cancelled job")
+    record = session.emulator.state.queue.get(job["request_id"])
+    assert record is not None and record.status == "COMPLETED" and record.error_type == "client_cancelled"
+    assert record.completed_at is not None and record.completed_at - record.submitted_at < 9  # well before its end
+
+
+def test_fal_run(session: Session) -> None:
+    data = {"prompt": f"quick ({session.name})", "seed": 1}
+    call = session.client.call("fal_run", {"endpoint_id": "fal-ai/flux/dev", "input": data})
+    job = call.structured
+    assert job["status"] == "COMPLETED" and job["request_id"] and job["output"]["images"]
+    assert "resource_link" in call.block_types()
+
+
+def test_fal_stream_reports_partials_as_progress(session: Session) -> None:
+    data = {"prompt": f"tell me a story ({session.name})"}
+    call = session.client.call("fal_stream", {"endpoint_id": "fal-ai/any-llm", "input": data})
+    out = call.structured
+    assert out["events"] >= 2 and out["output"]["partial"] is False and out["output"]["output"]
+    assert len([e for e in call.progress if e["message"] not in (None, "completed")]) >= 2, call.progress
+    assert_strictly_increasing(call.progress_values())
+
+
+def test_fal_realtime(session: Session) -> None:
+    inputs = [{"prompt": "a red cube", "seed": 1}, {"prompt": "a blue ball", "seed": 2}]
+    call = session.client.call("fal_realtime", {"endpoint_id": "fal-ai/fast-lcm-diffusion", "inputs": inputs})
+    outputs = call.structured["outputs"]
+    assert [o.get("seed") for o in outputs] == [1, 2] and all(o["images"] for o in outputs)
+
+
+def test_upload_file_from_a_path_and_from_data(session: Session) -> None:
+    client = session.client
+    from_path = client.call("upload_file", {"path": "pixel.png"}).structured
+    assert from_path["content_type"] == "image/png"
+    assert from_path["size"] == (session.workdir / "pixel.png").stat().st_size
+    data = base64.b64encode(b"hello from typescript").decode()
+    inline = client.call("upload_file", {"data": data, "content_type": "text/plain"}).structured
+    assert inline["size"] == len(b"hello from typescript") and inline["url"].startswith("http://127.0.0.1:")
+
+
+def test_the_client_saw_no_protocol_errors(session: Session) -> None:
+    """Runs last in each session: nothing the server sent (stdout junk, stray progress) upset the client."""
+    errors = session.client.request("diagnostics")["clientErrors"]
+    if session.name == "http":
+        # The mcp SDK's 2025-era HTTP transport deliberately answers a cancelled request with -32800 so the
+        # request's SSE stream ends (mcp/server/streamable_http.py, _terminate_unanswered_request); the TS
+        # client, which forgot the id when it sent notifications/cancelled, reports that answer and drops it.
+        errors = [e for e in errors if not ("unknown message ID" in e["message"] and '"code":-32800' in e["message"])]
+    assert errors == [], errors
+
+
+def test_stdio_local_newcomer_session(tmp_path: Path) -> None:
+    """``fal-mcp --local`` exactly as a host launches it (the console script, the embedded emulator, no key)."""
+    workdir = make_workdir(tmp_path)
+    env = server_env(tmp_path, FAL_MCP_EMULATOR_TIME_SCALE="0.02")
+    script = Path(sys.executable).with_name("fal-mcp")
+    client = TsClient.start()
+    try:
+        connected = client.connect(
+            {"transport": "stdio", "command": str(script), "args": ["--local"], "env": env, "cwd": str(workdir)}
+        )
+        assert connected["protocolVersion"] == SDK_LATEST
+        assert {tool["name"] for tool in client.request("listTools")["tools"]} == ALL_TOOLS
+        found = client.call("model_search", {"query": "flux"}).structured
+        assert "fal-ai/flux/dev" in [m["endpoint_id"] for m in found["models"]]
+        args = {"endpoint_id": "fal-ai/flux/dev", "input": {"prompt": "a newcomer's first picture"}}
+        call = client.call("fal_subscribe", args)
+        assert call.structured["status"] == "COMPLETED"
+        assert len(call.progress) >= 3 and call.progress[-1]["message"] == "completed"
+        assert client.request("diagnostics")["clientErrors"] == []
+        stderr = client.request("diagnostics")["serverStderr"]
+        assert all(json.loads(line) for line in stderr.splitlines() if line.strip())  # only JSON logs
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("version", ["2025-06-18", "2025-03-26"])
+def test_older_protocol_versions_negotiate(tmp_path: Path, version: str) -> None:
+    """Hosts on older SDKs offer older versions; the server agrees to them and tools still validate."""
+    env = server_env(tmp_path, FAL_MCP_EMULATOR_TIME_SCALE="0.02")
+    client = TsClient.start()
+    try:
+        connected = client.connect(
+            {"transport": "stdio", "command": sys.executable, "args": ["-m", "fal_mcp", "--local"], "env": env},
+            protocol_version=version,
+        )
+        assert connected["protocolVersion"] == version
+        client.request("listTools")
+        found = client.call("model_search", {"query": "flux", "limit": 1})
+        assert found.structured["models"]
+    finally:
+        client.close()
