@@ -10,6 +10,7 @@ Kinds (``KINDS``):
   ambiguous case a client must not resolve by blindly resubmitting.
 - ``slow``: the response is delayed by ``delay_seconds``.
 - ``sse_break``: an event stream is cut after its first event (never reaching its final event).
+- ``400``: a refusal of the request's content, in the Platform API's error shape (``validation_error``).
 
 Rules match a role (``queue run rest cdn platform``), method and path regex, fire with a
 probability (seeded RNG) and optionally only ``count`` times ("the next 2 submits get 503").
@@ -35,7 +36,7 @@ from fal_mcp.log import get_logger
 
 FAULTS_ENV = "FAL_EMULATOR_FAULTS"
 GATEWAY_ROLES = ("queue", "run", "rest", "cdn", "platform")
-KINDS = ("429", "429_no_retry_after", "502", "503", "drop_before", "drop_after", "slow", "sse_break")
+KINDS = ("429", "429_no_retry_after", "502", "503", "drop_before", "drop_after", "slow", "sse_break", "400")
 ALIASES = {"drop": "drop_before", "lost_response": "drop_after", "rate_limit": "429", "break": "sse_break"}
 
 log = get_logger(__name__)
@@ -275,6 +276,10 @@ class FaultMiddleware:
                 headers.append((b"retry-after", str(rule.retry_after).encode()))
             body = b'{"detail":"Too many concurrent requests","error_type":"concurrent_requests_limit"}'
             await _send_json(send, 429, body, headers)
+        elif kind == "400":
+            await _drain(receive)
+            body = b'{"error":{"type":"validation_error","message":"Invalid request parameters"}}'
+            await _send_json(send, 400, body, [])
         elif kind in ("502", "503"):
             code = int(kind)
             html = INGRESS_HTML.format(code=code, reason=_REASONS[code]).encode()

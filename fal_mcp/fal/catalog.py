@@ -28,6 +28,8 @@ from fal_mcp.fal.errors import (
     FalError,
     NotFoundError,
     PermissionDeniedError,
+    RateLimitError,
+    ServerError,
     ValidationError,
 )
 from fal_mcp.fal.retry import RetryMode
@@ -307,15 +309,39 @@ class CatalogAPI:
                 missing.append(endpoint_id)
         for start in range(0, len(missing), PRICES_PER_CALL):
             batch = sorted(missing[start : start + PRICES_PER_CALL])
-            try:
-                fetched = await self.cache.coalesce(["prices", *scope, batch], lambda b=batch: self._fetch_prices(b))
-            except (FalAPIError, FalConnectionError) as exc:
-                log.info("fal.catalog.prices_unavailable", error=str(exc), count=len(batch))
-                fetched = {}
+            fetched = await self._batch_prices(scope, batch)
             for endpoint_id in batch:
                 price = fetched.get(endpoint_id)
                 result[endpoint_id] = Price.model_validate(price) if price else None
         return {endpoint_id: result.get(endpoint_id) for endpoint_id in ids}
+
+    async def _batch_prices(self, scope: list[Any], batch: list[str]) -> dict[str, Any]:
+        """One batch's prices. When fal refuses the batch for what is in it (a 4xx: e.g. one unknown or
+        retired id), each id is asked alone, so one bad id never blanks the others' prices (and cost checks).
+        An outage (5xx, no connection), a bad key or a rate limit leaves the batch unknown: asking again
+        per id could not help."""
+        try:
+            return await self.cache.coalesce(["prices", *scope, batch], lambda: self._fetch_prices(batch))
+        except (AuthenticationError, PermissionDeniedError, RateLimitError, ServerError, FalConnectionError) as exc:
+            log.info("fal.catalog.prices_unavailable", error=str(exc), count=len(batch))
+            return {}
+        except FalAPIError as exc:
+            if len(batch) == 1:
+                log.info("fal.catalog.price_refused", endpoint_id=batch[0], error=str(exc))
+                await self.cache.set("price", [*scope, batch[0]], {"price": None})
+                return {}
+            log.info("fal.catalog.prices_per_id", error=str(exc), count=len(batch))
+        found: dict[str, Any] = {}
+        limiter = anyio.CapacityLimiter(8)
+
+        async def one(endpoint_id: str) -> None:
+            async with limiter:
+                found.update(await self._batch_prices(scope, [endpoint_id]))
+
+        async with anyio.create_task_group() as group:
+            for endpoint_id in batch:
+                group.start_soon(one, endpoint_id)
+        return found
 
     async def _fetch_prices(self, batch: list[str]) -> dict[str, Any]:
         """One pricing lookup for ≤50 ids; every id gets a cache entry, ``None`` when fal lists no price."""

@@ -290,7 +290,8 @@ def find_file_fields(schema: Mapping[str, Any]) -> list[str]:
 
     ``a.b`` is property ``b`` of object ``a``; ``a[].b`` is property ``b`` of each item of array ``a``.
     A field counts when it takes a string (or a list of strings) and any of these hold:
-    ``x-fal-file`` is set; ``format`` is uri/binary/data-url…; ``contentMediaType`` is set; the name ends
+    ``x-fal-file`` is set; fal's UI marks it (``ui: {"field": "image"}``, ``_fal_ui_field``); ``format`` is
+    uri/binary/data-url…; ``contentMediaType`` is set; the name ends
     in ``_url``/``_urls`` (minus service URLs such as ``webhook_url``); or the title/description says it is
     the URL of an image, video, audio, file, mask, archive, weights…
     """
@@ -348,7 +349,7 @@ def _is_file_field(name: str, schema: Mapping[str, Any]) -> bool:
     explicit = [m["x-fal-file"] for m in marks if "x-fal-file" in m]
     if explicit:
         return bool(explicit[0])
-    if any("contentMediaType" in m for m in marks):
+    if any("contentMediaType" in m for m in marks) or any(_fal_ui_marker(m) for m in marks):
         return True
     texts = " ".join(str(m.get(k, "")) for m in marks for k in ("title", "description"))
     if name.lower() in NOT_FILE_NAMES or _NOT_FILE_WORDS.search(texts):
@@ -359,6 +360,17 @@ def _is_file_field(name: str, schema: Mapping[str, Any]) -> bool:
     if lowered.endswith(("_url", "_urls")):
         return True
     return bool(_URL_OF_MEDIA.search(texts) or _MEDIA_URL.search(texts))
+
+
+# fal's own UI markers for file inputs: ``ui: {"field": "image"}`` and ``_fal_ui_field: "audio"``.
+_UI_FILE_KINDS: Final = re.compile(rf"^(?:{_MEDIA}|3d|model|upload|url)$", re.IGNORECASE)
+
+
+def _fal_ui_marker(schema: Mapping[str, Any]) -> bool:
+    """Whether fal's UI marks this schema as a file upload (the marker names a media kind)."""
+    ui = schema.get("ui")
+    kinds = [schema.get("_fal_ui_field"), ui.get("field") if isinstance(ui, Mapping) else None]
+    return any(isinstance(kind, str) and _UI_FILE_KINDS.match(kind.strip()) for kind in kinds)
 
 
 def find_file_values(data: Any, file_fields: list[str]) -> list[tuple[Location, str]]:
@@ -404,14 +416,89 @@ def replace_values(data: Any, replacements: Mapping[Location, Any]) -> Any:
     return result
 
 
+# -- validation -----------------------------------------------------------------------------------
+
+
+def accept_null_for_optional(schema: Any, depth: int = 0) -> Any:
+    """A copy of ``schema`` in which every non-required property also accepts ``null``, at every level.
+
+    fal's documents are generated from pydantic models, and pydantic-v1 style optional fields are typed
+    without a null option (``seed: {"type": "integer"}``) although fal accepts ``null`` for them ("not
+    given"); its own page example for ``fal-ai/playai/tts/v3`` sends ``"seed": null``.
+    """
+    if isinstance(schema, list):
+        return [accept_null_for_optional(item, depth + 1) for item in schema]
+    if not isinstance(schema, Mapping) or depth > MAX_DEPTH * 4:
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "properties" and isinstance(value, Mapping):
+            required = set(schema.get("required") or ())
+            out[key] = {
+                name: accept_null_for_optional(sub, depth + 1)
+                if name in required
+                else _accepting_null(accept_null_for_optional(sub, depth + 1))
+                for name, sub in value.items()
+            }
+        elif key in ("items", "additionalProperties", "anyOf", "oneOf", "allOf", "prefixItems", "not"):
+            out[key] = accept_null_for_optional(value, depth + 1)
+        else:
+            out[key] = value
+    return out
+
+
+def _accepting_null(schema: Any) -> Any:
+    if not isinstance(schema, Mapping) or _accepts_null(schema):
+        return schema
+    plain_keys = {"type", "enum", *_META_KEYS, "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}
+    plain_keys |= {"minLength", "maxLength", "pattern", "format", "minItems", "maxItems", "items", "properties"}
+    plain_keys |= {"required", "additionalProperties", "multipleOf", "uniqueItems", "contentMediaType"}
+    if isinstance(schema.get("type"), (str, list)) and set(schema) <= plain_keys:
+        return _make_nullable(dict(schema))  # keeps precise errors ("not one of …") for wrong values
+    meta = {k: schema[k] for k in _META_KEYS if k in schema}
+    body = {k: v for k, v in schema.items() if k not in meta}
+    return {**meta, "anyOf": [body, {"type": "null"}]}
+
+
+def _accepts_null(schema: Mapping[str, Any]) -> bool:
+    if schema == {} or _is_null_schema(schema):
+        return True
+    kind = schema.get("type")
+    if kind == "null" or (isinstance(kind, list) and "null" in kind):
+        return "enum" not in schema or None in schema["enum"]
+    members = schema.get("anyOf") or schema.get("oneOf")
+    return isinstance(members, list) and any(isinstance(m, Mapping) and _accepts_null(m) for m in members)
+
+
+def is_valid(value: Any, schema: Mapping[str, Any]) -> bool:
+    """Whether ``value`` passes ``schema`` as our pre-submit check judges it (optional fields may be null)."""
+    import jsonschema
+
+    try:
+        validator_cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        return bool(validator_cls(accept_null_for_optional(schema)).is_valid(value))
+    except jsonschema.exceptions.SchemaError:
+        return True  # a broken schema cannot refuse anything
+
+
 # -- example input --------------------------------------------------------------------------------
 
 
 def build_example(schema: Mapping[str, Any]) -> dict[str, Any]:
     """An input that shows how to call the model: every required field, plus optional fields fal gives
-    an explicit example for. Values come from examples, then defaults, then enums, then placeholders."""
+    an explicit example for. Each value is the first of fal's examples, the default, the ``const``, the
+    enum's choices or a placeholder that passes the field's own schema, so the example passes our own
+    validation (fal's examples sometimes disagree with their schema, e.g. an item's example on a list)."""
     value = _example_object(schema, 0)
-    return value if isinstance(value, dict) else {}
+    if not isinstance(value, dict):
+        return {}
+    obj = _object_variant(schema)
+    required = set(obj.get("required") or []) if obj is not None else set()
+    for name in reversed([n for n in value if n not in required]):
+        if is_valid(value, schema):
+            break
+        del value[name]  # an optional example that breaks the whole (e.g. a cross-field rule) is left out
+    return value
 
 
 def _example_object(schema: Mapping[str, Any], depth: int) -> dict[str, Any]:
@@ -425,21 +512,25 @@ def _example_object(schema: Mapping[str, Any], depth: int) -> dict[str, Any]:
             continue
         if name in required:
             result[name] = _example_value(str(name), sub, depth + 1)
-        elif _explicit_example(sub) is not _NONE:
-            result[name] = _explicit_example(sub)
+        else:
+            explicit = [c for c in _explicit_examples(sub) if is_valid(c, sub)]
+            if explicit:
+                result[name] = explicit[0]
     return result
 
 
-_NONE: Final = object()
-
-
-def _explicit_example(schema: Mapping[str, Any]) -> Any:
-    examples = schema.get("examples")
-    if isinstance(examples, list) and examples:
-        return copy.deepcopy(examples[0])
-    if "example" in schema:
-        return copy.deepcopy(schema["example"])
-    return _NONE
+def _explicit_examples(schema: Mapping[str, Any]) -> list[Any]:
+    """fal's examples for this field, its own first, then those of its alternatives (not ``null``)."""
+    found: list[Any] = []
+    for variant in _variants(schema):
+        if variant is not schema and _is_null_schema(variant):
+            continue
+        examples = variant.get("examples")
+        if isinstance(examples, list):
+            found.extend(copy.deepcopy(e) for e in examples)
+        if "example" in variant:
+            found.append(copy.deepcopy(variant["example"]))
+    return found
 
 
 def _object_variant(schema: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -450,19 +541,26 @@ def _object_variant(schema: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 
 def _example_value(name: str, schema: Mapping[str, Any], depth: int) -> Any:
-    explicit = _explicit_example(schema)
-    if explicit is not _NONE:
-        return explicit
+    candidates = _explicit_examples(schema)
     if "default" in schema and schema["default"] is not None:
-        return copy.deepcopy(schema["default"])
+        candidates.append(copy.deepcopy(schema["default"]))
     for variant in _variants(schema):
-        if variant is not schema and not _is_null_schema(variant):
-            explicit = _explicit_example(variant)
-            if explicit is not _NONE:
-                return explicit
-    enum = next((v["enum"] for v in _variants(schema) if isinstance(v.get("enum"), list) and v["enum"]), None)
-    if enum:
-        return copy.deepcopy(next((e for e in enum if e is not None), enum[0]))
+        if "const" in variant and variant["const"] is not None:
+            candidates.append(copy.deepcopy(variant["const"]))
+        if isinstance(variant.get("enum"), list):
+            candidates.extend(copy.deepcopy(e) for e in variant["enum"] if e is not None)
+    if any(v.get("type") == "array" or "items" in v for v in _variants(schema)):
+        candidates += [[c] for c in candidates if not isinstance(c, list)]  # an item's example on a list field
+    for candidate in candidates:
+        if is_valid(candidate, schema):
+            return candidate
+    generated = _generated_value(name, schema, depth)
+    if not is_valid(generated, schema) and candidates:
+        return candidates[0]  # nothing fits: fal's own example is the most telling placeholder
+    return generated
+
+
+def _generated_value(name: str, schema: Mapping[str, Any], depth: int) -> Any:
     if depth > MAX_DEPTH:
         return None
     kinds: list[Any] = []
@@ -472,12 +570,17 @@ def _example_value(name: str, schema: Mapping[str, Any], depth: int) -> Any:
     if "object" in kinds or _object_variant(schema) is not None:
         return _example_object(schema, depth)
     if "array" in kinds:
-        items = next((v.get("items") for v in _variants(schema) if isinstance(v.get("items"), Mapping)), None)
-        count = int(schema.get("minItems") or 1)
-        return [_example_value(name, items, depth + 1) for _ in range(count)] if items else []
+        array = next((v for v in _variants(schema) if isinstance(v.get("items"), Mapping)), schema)
+        items = array.get("items")
+        count = int(array.get("minItems") or 1)
+        return [_example_value(name, items, depth + 1) for _ in range(count)] if isinstance(items, Mapping) else []
     if "integer" in kinds or "number" in kinds:
-        low, strict = schema.get("minimum"), schema.get("exclusiveMinimum")
+        number_schema = next((v for v in _variants(schema) if v.get("type") in ("integer", "number")), schema)
+        low, strict = number_schema.get("minimum"), number_schema.get("exclusiveMinimum")
         number = low if isinstance(low, (int, float)) else (strict + 1 if isinstance(strict, (int, float)) else 0)
+        high = number_schema.get("maximum")
+        if isinstance(high, (int, float)) and number > high:
+            number = high
         return int(number) if "integer" in kinds else number
     if "boolean" in kinds:
         return False

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from fal_mcp.digest import input_digest
 from fal_mcp.fal import errors as fe
-from fal_mcp.fal.schemas import IMAGE_SIZE_PRESETS, replace_values
+from fal_mcp.fal.schemas import IMAGE_SIZE_PRESETS, accept_null_for_optional, replace_values
 from fal_mcp.log import get_logger
 from fal_mcp.server.errors import ToolFailure
 
@@ -92,11 +92,14 @@ def _allowed(schema: dict[str, Any]) -> Any:
 
 
 def validate_input(data: dict[str, Any], input_schema: dict[str, Any]) -> None:
-    """Raise :class:`ToolFailure` listing every violation (field, rule, allowed values)."""
+    """Raise :class:`ToolFailure` listing every violation (field, rule, allowed values).
+
+    ``null`` for a field that is not required passes, as on fal (see :func:`accept_null_for_optional`).
+    """
     import jsonschema
 
     validator_cls = jsonschema.validators.validator_for(input_schema, default=jsonschema.Draft202012Validator)
-    validator = validator_cls(input_schema)
+    validator = validator_cls(accept_null_for_optional(input_schema))  # fal takes null for "not given"
     problems = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
         path = ".".join(str(p) for p in error.absolute_path) or "(input)"

@@ -130,6 +130,22 @@ async def test_pricing_outage_does_not_fail_search(make_emulator: MakeEmulator) 
 
 
 @pytest.mark.anyio
+async def test_a_refused_pricing_batch_falls_back_per_id(make_emulator: MakeEmulator) -> None:
+    server = make_emulator()
+    server.state.faults.add("400", count=1, role="platform", method="GET", path="/models/pricing$")
+    ids = ["fal-ai/flux/dev", "fal-ai/no-such-model", "fal-ai/flux/schnell"]
+    async with make_http(server) as http:
+        catalog = CatalogAPI(http, None)
+        prices = await catalog.prices(ids)
+        assert http.requests_sent == 1 + 3  # the refused batch, then each id alone
+        again = await catalog.prices(ids)
+        assert http.requests_sent == 4  # every answer, the unknown id's too, is cached
+    assert prices["fal-ai/flux/dev"] is not None and prices["fal-ai/flux/schnell"] is not None
+    assert prices["fal-ai/no-such-model"] is None
+    assert again == prices
+
+
+@pytest.mark.anyio
 async def test_get_model_and_unknown_ids(http: FalHTTP) -> None:
     catalog = CatalogAPI(http, None)
 
