@@ -76,6 +76,7 @@ class TsClient:
     _arrived: threading.Condition = field(default_factory=threading.Condition)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     connected: dict[str, Any] = field(default_factory=dict)
+    tools: list[dict[str, Any]] = field(default_factory=list)
     _readers: list[threading.Thread] = field(default_factory=list)
 
     @classmethod
@@ -142,7 +143,10 @@ class TsClient:
         return self.wait(self.send(op, **fields))
 
     def connect(self, server: dict[str, Any], protocol_version: str | None = None, **fields: Any) -> dict[str, Any]:
+        """Initialize, then list the tools as every host does first: ``callTool`` checks a result against
+        its tool's ``outputSchema`` only once ``listTools`` has shown it that schema."""
         self.connected = self.request("connect", server=server, protocolVersion=protocol_version, **fields)
+        self.tools = self.request("listTools")["tools"]
         return self.connected
 
     def start_call(self, name: str, arguments: dict[str, Any], **options: Any) -> int:

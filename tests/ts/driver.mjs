@@ -4,7 +4,7 @@
 //   {"id", "op": "connect", "server": {"transport": "stdio", "command", "args", "env", "cwd"}
 //                                     | {"transport": "http", "url", "headers"},
 //    "protocolVersion"?: offer this version instead of the SDK's latest, "clientInfo"?: {"name", "version"}}
-//   {"id", "op": "listTools"}
+//   {"id", "op": "listTools"} -> the tools, and `validated`: those whose results callTool checks
 //   {"id", "op": "callTool", "name", "arguments", "abortAfterProgress"?: n, "timeoutMs"?: ms}
 //       -> the result exactly as `client.callTool` returned it (it validates structuredContent against the
 //          tool's outputSchema), or what it threw; plus every progress notification the call received
@@ -94,7 +94,10 @@ const ops = {
   },
 
   async listTools() {
-    return await client.listTools();
+    const listed = await client.listTools();
+    // The tools whose results callTool will now check against an outputSchema (cached by listTools).
+    const validated = listed.tools.map((tool) => tool.name).filter((name) => client.getToolOutputValidator(name));
+    return { ...listed, validated };
   },
 
   async callTool(command) {

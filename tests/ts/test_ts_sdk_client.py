@@ -49,6 +49,7 @@ def test_handshake_and_tool_list(session: Session) -> None:
     listed = session.client.request("listTools")  # parsed by the SDK's own ListToolsResult schema
     tools = {tool["name"]: tool for tool in listed["tools"]}
     assert set(tools) == ALL_TOOLS
+    assert set(listed["validated"]) == ALL_TOOLS  # every result below is checked against its outputSchema
     assert all(tool["outputSchema"]["type"] == "object" for tool in tools.values())
 
 
@@ -186,7 +187,7 @@ def test_stdio_local_newcomer_session(tmp_path: Path) -> None:
             {"transport": "stdio", "command": str(script), "args": ["--local"], "env": env, "cwd": str(workdir)}
         )
         assert connected["protocolVersion"] == SDK_LATEST
-        assert {tool["name"] for tool in client.request("listTools")["tools"]} == ALL_TOOLS
+        assert {tool["name"] for tool in client.tools} == ALL_TOOLS
         found = client.call("model_search", {"query": "flux"}).structured
         assert "fal-ai/flux/dev" in [m["endpoint_id"] for m in found["models"]]
         args = {"endpoint_id": "fal-ai/flux/dev", "input": {"prompt": "a newcomer's first picture"}}
@@ -211,7 +212,6 @@ def test_older_protocol_versions_negotiate(tmp_path: Path, version: str) -> None
             protocol_version=version,
         )
         assert connected["protocolVersion"] == version
-        client.request("listTools")
         found = client.call("model_search", {"query": "flux", "limit": 1})
         assert found.structured["models"]
     finally:
