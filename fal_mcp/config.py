@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +15,16 @@ from fal_mcp.fal.hosts import FalHosts
 
 class ConfigError(ValueError):
     """A setting has a value we cannot use; the message names the variable and what it accepts."""
+
+
+# What an MCP bundle host (Claude Desktop) passes for an optional user_config field the user left empty:
+# the placeholder itself. It means "not set", never a value (any other placeholder still fails loudly).
+_UNSET_BUNDLE_FIELD = re.compile(r"^\$\{user_config\.[A-Za-z0-9_]+\}$")
+
+
+def without_unset_bundle_fields(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` less the variables a bundle host left as ``${user_config.<field>}`` (the user set nothing)."""
+    return {name: value for name, value in env.items() if not _UNSET_BUNDLE_FIELD.match(value.strip())}
 
 
 def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -102,7 +113,7 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        env = os.environ if env is None else env
+        env = without_unset_bundle_fields(os.environ if env is None else env)
         values: dict[str, Any] = {
             "wait_seconds": _env_float(env, "FAL_MCP_WAIT_SECONDS", 50.0, 1, 3600),
             "heartbeat_seconds": _env_float(env, "FAL_MCP_HEARTBEAT_SECONDS", 5.0, 0.05, 10),
