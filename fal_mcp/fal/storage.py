@@ -12,13 +12,14 @@ from __future__ import annotations
 import base64
 import json
 import mimetypes
+import os
 import stat
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 from urllib.parse import quote, urlsplit
 
 import anyio
@@ -154,24 +155,32 @@ async def encode_path_as_data_url(
 
 
 class _FileSlice:
-    """A re-iterable request body: bytes ``[offset, offset + length)`` of a file, read chunk by chunk in a
-    worker thread each time it is iterated — so a retried request simply reads its slice again."""
+    """A re-iterable request body: bytes ``[offset, offset + length)`` of an open file, read chunk by chunk
+    (``pread`` in a worker thread) each time it is iterated — so a retried request simply reads its slice
+    again, and several parts can be read from one descriptor at once.
 
-    def __init__(self, path: Path, offset: int, length: int, chunk_size: int = READ_CHUNK) -> None:
-        self.path, self.offset, self.length, self.chunk_size = path, offset, length, chunk_size
+    The file is never re-opened by name: what was checked is what is sent. ``end`` is the size the upload
+    declared; the slice that reaches it fails if the file has grown past it, rather than send a prefix.
+    """
+
+    def __init__(self, file: BinaryIO, offset: int, length: int, end: int, chunk_size: int = READ_CHUNK) -> None:
+        self.file, self.offset, self.length, self.end, self.chunk_size = file, offset, length, end, chunk_size
+
+    @property
+    def name(self) -> str:
+        return Path(str(getattr(self.file, "name", "") or DEFAULT_FILE_NAME)).name
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        remaining = self.length
-        if remaining <= 0:
-            return
-        async with await anyio.open_file(self.path, "rb") as handle:
-            await handle.seek(self.offset)
-            while remaining > 0:
-                chunk = await handle.read(min(self.chunk_size, remaining))
-                if not chunk:
-                    raise FalError(f"{self.path.name} became shorter while it was being uploaded")
-                remaining -= len(chunk)
-                yield chunk
+        fd = self.file.fileno()
+        at, stop = self.offset, self.offset + self.length
+        while at < stop:
+            chunk = await anyio.to_thread.run_sync(os.pread, fd, min(self.chunk_size, stop - at), at)
+            if not chunk:
+                raise FalError(f"{self.name} became shorter while it was being uploaded")
+            at += len(chunk)
+            yield chunk
+        if stop == self.end and await anyio.to_thread.run_sync(os.pread, fd, 1, stop):
+            raise FalError(f"{self.name} grew while it was being uploaded; upload it again once it is written")
 
 
 async def _exactly(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
@@ -234,19 +243,46 @@ class StorageAPI:
         file_name: str | None = None,
         lifecycle: ObjectLifecycle | None = None,
     ) -> UploadedFile:
-        """Upload a local file, streamed from disk (single request up to the threshold, multipart above)."""
+        """Upload a local file this process owns (e.g. a temporary download); see :meth:`upload_file`.
+
+        Files an agent named go through the file guard and :meth:`upload_file` with the checked handle.
+        """
         path = Path(path)
-        info = await anyio.Path(path).stat()
+        try:
+            handle = open(path, "rb")  # noqa: ASYNC230, SIM115  # opening is instant; reads go to a thread
+        except IsADirectoryError:
+            raise FalError(f"{path.name} is not a regular file") from None
+        with handle:
+            return await self.upload_file(
+                handle, content_type=content_type, file_name=file_name or path.name, lifecycle=lifecycle
+            )
+
+    async def upload_file(
+        self,
+        file: BinaryIO,
+        *,
+        content_type: str | None = None,
+        file_name: str | None = None,
+        lifecycle: ObjectLifecycle | None = None,
+    ) -> UploadedFile:
+        """Upload an open file, streamed from its descriptor (single request up to the threshold, multipart above).
+
+        The size is taken from ``fstat`` on the descriptor and exactly that many bytes are sent, so a file
+        that grows meanwhile can neither exceed a size the caller checked nor be sent truncated (it fails).
+        Memory stays flat: one chunk in flight for a single upload, ``concurrency`` chunks for multipart.
+        The caller keeps ownership of ``file`` (it is not closed).
+        """
+        info = os.fstat(file.fileno())
+        name = file_name or Path(str(getattr(file, "name", "") or "")).name or DEFAULT_FILE_NAME
         if not stat.S_ISREG(info.st_mode):
-            raise FalError(f"{path.name} is not a regular file")
+            raise FalError(f"{name} is not a regular file")
         size = info.st_size
-        name = file_name or path.name or DEFAULT_FILE_NAME
         mime = content_type or guess_content_type(name)
         if size <= self.multipart_threshold:
-            url = await self._single(_FileSlice(path, 0, size), size, mime, name, lifecycle, replayable=True)
+            url = await self._single(_FileSlice(file, 0, size, size), size, mime, name, lifecycle, replayable=True)
         else:
             step = self.part_size
-            parts = (_FileSlice(path, at, min(step, size - at)) for at in range(0, size, step))
+            parts = (_FileSlice(file, at, min(step, size - at), size) for at in range(0, size, step))
             url = await self._multipart(_aiter(parts), mime, name, lifecycle)
         log.info("fal.upload.done", file_name=name, size=size, multipart=size > self.multipart_threshold)
         return UploadedFile(url=url, content_type=mime, file_name=name, size=size)

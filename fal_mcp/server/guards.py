@@ -7,6 +7,16 @@ the user allowed that, must be a regular file of bounded size, and is re-checked
 file descriptor so a swap between check and use is caught. The URL half lives in
 :mod:`fal_mcp.server.netguard`.
 
+Below an allowed root nothing is opened by path: every file and directory is reached one
+component at a time from a descriptor of the root, never following a link (``O_NOFOLLOW``), so
+replacing a checked file or folder with a symlink between check and use opens nothing outside.
+Files are read from the descriptor that was checked (:meth:`ReadableFile.open`) and written
+relative to a descriptor of the checked directory (:class:`OutputDirectory`).
+
+Hard links: a file with more than one name (``st_nlink > 1``) is refused for reading. Its other
+names cannot be seen from here and may lie outside the roots (a hard link to ``~/.ssh/id_rsa``
+inside the project looks like an ordinary file), so the policy is: copy it instead.
+
 Nothing here reads the environment; the config builds the policies. Suggested settings:
 ``FAL_MCP_ALLOWED_DIRS`` (``os.pathsep``-separated extra roots), ``FAL_MCP_ALLOW_DOTFILES``,
 ``FAL_MCP_MAX_UPLOAD_BYTES`` (→ ``max_read_bytes``), ``FAL_MCP_MAX_DOWNLOAD_BYTES``
@@ -15,6 +25,8 @@ Nothing here reads the environment; the config builds the policies. Suggested se
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import mimetypes
 import os
 import re
@@ -43,6 +55,10 @@ _WINDOWS_RESERVED = frozenset(
 )
 _UNSAFE_NAME_CHARS = re.compile(r'[<>:"/\\|?*]')
 _MAX_COLLISIONS = 10_000
+_TRAILING_SEPARATOR = re.compile(r"[/\\]\.{0,2}$")  # "ok.txt/" or "ok.txt/." names a directory, not ok.txt
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_HAS_DIR_FD = hasattr(os, "O_DIRECTORY") and {os.open, os.mkdir, os.unlink} <= os.supports_dir_fd
 
 
 class GuardError(Exception):
@@ -82,22 +98,18 @@ class ReadableFile:
     device: int
     inode: int
     max_bytes: int
+    root: Path  # the allowed root the file is reached from, one component at a time
+    mtime_ns: int = 0
 
     def open(self) -> BinaryIO:
         """Open for reading, refusing if the file was swapped or grew past the cap since it was checked.
 
-        ``O_NOFOLLOW`` refuses a final component replaced by a symlink; comparing device and inode
-        on the descriptor refuses any other swap (a directory above replaced by a symlink, a file
-        replaced by a FIFO). ``O_NONBLOCK`` keeps a swapped-in FIFO from hanging the open.
+        The file is reached from its root without following any link, then identified by device and
+        inode on the descriptor: a swap of the file or of any folder above it opens nothing else.
+        ``O_NONBLOCK`` keeps a swapped-in FIFO from hanging the open. Read only from the returned
+        handle (its size may have changed; the upload reads ``fstat``'s size and no more).
         """
-        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
-        try:
-            fd = os.open(self.path, flags)
-        except OSError as exc:
-            raise GuardError(
-                f"{self.path} could not be opened ({exc.strerror or exc}). "
-                "It may have been replaced by a link or removed after it was checked; pass the path again."
-            ) from None
+        fd = _open_file(self.root, self.path, str(self.path))
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (self.device, self.inode):
@@ -112,6 +124,77 @@ class ReadableFile:
         except BaseException:
             os.close(fd)
             raise
+
+
+class OutputDirectory:
+    """A checked directory held open: every file is created relative to its descriptor, never by path.
+
+    Replacing the directory (or a folder above it) with a symlink while outputs are being saved
+    cannot redirect a single file, and :meth:`create` reports where the file really is. This is the
+    one way tools write files; open it with :func:`open_output_dir` and use it as a context manager.
+    """
+
+    def __init__(self, path: Path, fd: int | None) -> None:
+        self._path = path
+        self._fd = fd  # None only where the OS lacks openat (then paths are used, as a last resort)
+
+    @property
+    def path(self) -> Path:
+        """Where the directory really is now (it may have been moved since it was opened)."""
+        if self._fd is not None:
+            for probe in (f"/proc/self/fd/{self._fd}", f"/dev/fd/{self._fd}"):
+                try:
+                    target = os.readlink(probe)
+                except OSError:
+                    continue
+                if target.startswith("/") and not target.endswith(" (deleted)"):
+                    return Path(target)
+        return self._path
+
+    def create(self, file_name: str) -> tuple[Path, BinaryIO]:
+        """A new file named after ``file_name`` (sanitised), never overwriting anything.
+
+        If the name is taken, ``-1``, ``-2``… go before the extension. Creation is exclusive and does
+        not follow links (``O_CREAT | O_EXCL | O_NOFOLLOW``), so a planted symlink or a concurrent
+        writer cannot make us write elsewhere. Returns the file's real path and the open file.
+        """
+        clean = sanitize_file_name(file_name)
+        stem, dot, ext = clean.rpartition(".")
+        if not dot:
+            stem, ext = clean, ""
+        suffix = f".{ext}" if ext else ""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
+        for attempt in range(_MAX_COLLISIONS):
+            candidate = clean if attempt == 0 else f"{stem}-{attempt}{suffix}"
+            try:
+                fd = os.open(self._at(candidate), flags, 0o644, dir_fd=self._fd)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise GuardError(f"could not create {candidate} in {self.path}: {_os_reason(exc)}.") from None
+            return self.path / candidate, os.fdopen(fd, "wb")
+        raise GuardError(f"{self.path} already holds too many files named like {clean}. Choose another name or folder.")
+
+    def remove(self, name: str) -> None:
+        """Delete a file this directory holds (e.g. a half-written output); a missing one is fine."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._at(name), dir_fd=self._fd)
+
+    def _at(self, name: str) -> str | Path:
+        if "/" in name or name in ("", ".", ".."):
+            raise GuardError(f"{name!r} is not a plain file name.")
+        return name if self._fd is not None else self._path / name
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def __enter__(self) -> OutputDirectory:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 # --------------------------------------------------------------------------- roots
@@ -154,6 +237,11 @@ def _file_uri_path(uri: str) -> Path | None:
 
 def resolve_readable(policy: FilePolicy, raw: str, base: Path) -> ReadableFile:
     """Check a path a tool was given to read (relative paths are relative to ``base``)."""
+    if _TRAILING_SEPARATOR.search(raw):
+        raise GuardError(
+            f"{raw} is refused: it ends with a path separator, so it names a directory. "
+            "Pass the file's path without it."
+        )
     given = _absolute(raw, base)
     # Containment and dotfile checks run before anything reveals whether the file exists, so a
     # path outside the roots gets the same answer either way.
@@ -169,61 +257,90 @@ def resolve_readable(policy: FilePolicy, raw: str, base: Path) -> ReadableFile:
     except (OSError, RuntimeError) as exc:
         raise GuardError(f"{raw} cannot be read: {_os_reason(exc)}.") from None
     # A link may have appeared since the loose resolve; check the final answer again.
-    _check_inside(policy, resolved, raw, action="read")
+    root = _check_inside(policy, resolved, raw, action="read")
     _check_dotfiles(policy, given, resolved)
     try:
-        st = resolved.stat()
+        st = os.lstat(resolved)  # the real path: a link here means it was swapped since the resolve
     except OSError as exc:
         raise GuardError(f"{raw} cannot be read: {_os_reason(exc)}.") from None
     if not stat.S_ISREG(st.st_mode):
         raise GuardError(
             f"{raw} is refused: it is {_file_kind(st.st_mode)}, not a regular file. Pass the path of a regular file."
         )
-    if st.st_size > policy.max_read_bytes:
-        raise GuardError(_too_large(Path(raw), st.st_size, policy.max_read_bytes))
-    if not os.access(resolved, os.R_OK):
-        raise GuardError(f"{raw} is refused: this process has no permission to read it.")
+    fd = _open_file(root, resolved, raw)
+    try:
+        opened = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+        raise GuardError(f"{raw} is refused: it changed while being checked. Pass the path again.")
+    if opened.st_nlink > 1:
+        raise GuardError(
+            f"{raw} is refused: it has {opened.st_nlink} hard links, and their other names may lie outside the "
+            "allowed directories. Copy the file (cp, not ln) into the project and pass the copy."
+        )
+    if opened.st_size > policy.max_read_bytes:
+        raise GuardError(_too_large(Path(raw), opened.st_size, policy.max_read_bytes))
     mime_type, _ = mimetypes.guess_type(resolved.name)
     return ReadableFile(
         path=resolved,
-        size=st.st_size,
+        size=opened.st_size,
         mime_type=mime_type or "application/octet-stream",
         name=resolved.name,
-        device=st.st_dev,
-        inode=st.st_ino,
+        device=opened.st_dev,
+        inode=opened.st_ino,
         max_bytes=policy.max_read_bytes,
+        root=root,
+        mtime_ns=opened.st_mtime_ns,
     )
 
 
 # --------------------------------------------------------------------------- writing
 
 
-def resolve_writable_dir(policy: FilePolicy, raw: str, base: Path, create: bool = True) -> Path:
-    """Check (and by default create) a directory a tool was asked to write into; returns its real path."""
+def open_output_dir(policy: FilePolicy, raw: str, base: Path, create: bool = True) -> OutputDirectory:
+    """Check (and by default create) a directory a tool was asked to write into, and hold it open.
+
+    Every folder below the allowed root is opened (or created) one at a time from the root's
+    descriptor without following links, so the descriptor returned is the checked directory even if
+    the path is swapped for a symlink a moment later.
+    """
     given = _absolute(raw, base)
     # Non-strict resolve follows every link in the existing prefix and applies ".." in order, so
     # the path we check is the path the kernel would use.
     resolved = _resolve_loose(given, raw)
-    _check_inside(policy, resolved, raw, action="write to")
+    root = _check_inside(policy, resolved, raw, action="write to")
     _check_dotfiles(policy, given, resolved)
-    if create:
-        try:
-            resolved.mkdir(parents=True, exist_ok=True)
-        except FileExistsError:
-            raise GuardError(f"{raw} is refused: it exists and is not a directory. Choose a directory.") from None
-        except OSError as exc:
-            raise GuardError(f"{raw} could not be created: {_os_reason(exc)}.") from None
     try:
-        final = resolved.resolve(strict=True)
+        fd = _open_dir_beneath(root, resolved.relative_to(root).parts, create=create)
     except FileNotFoundError:
         raise GuardError(f"{raw} does not exist. Create it first or choose an existing directory.") from None
-    except (OSError, RuntimeError) as exc:
-        raise GuardError(f"{raw} cannot be used: {_os_reason(exc)}.") from None
-    _check_inside(policy, final, raw, action="write to")
-    _check_dotfiles(policy, given, final)
-    if not final.is_dir():
-        raise GuardError(f"{raw} is refused: it is not a directory. Choose a directory.")
-    return final
+    except (NotADirectoryError, FileExistsError):
+        raise GuardError(f"{raw} is refused: it exists and is not a directory. Choose a directory.") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise GuardError(
+                f"{raw} is refused: a folder on its path was replaced by a link while it was checked. Pass it again."
+            ) from None
+        raise GuardError(f"{raw} could not be {'created' if create else 'opened'}: {_os_reason(exc)}.") from None
+    directory = OutputDirectory(resolved, fd)
+    try:
+        real = directory.path
+        _check_inside(policy, real, raw, action="write to")
+        _check_dotfiles(policy, given, real)
+    except BaseException:
+        directory.close()
+        raise
+    return directory
+
+
+def resolve_writable_dir(policy: FilePolicy, raw: str, base: Path, create: bool = True) -> Path:
+    """Check (and by default create) a directory a tool may write into; returns its real path.
+
+    A check only: write through :func:`open_output_dir`, never by joining this path.
+    """
+    with open_output_dir(policy, raw, base, create=create) as directory:
+        return directory.path
 
 
 def sanitize_file_name(name: str, default: str = "output") -> str:
@@ -250,40 +367,6 @@ def sanitize_file_name(name: str, default: str = "output") -> str:
     return f"{stem}{suffix}"
 
 
-def safe_output_path(directory: Path, file_name: str) -> tuple[Path, BinaryIO]:
-    """Create a new file in ``directory`` (already checked) named after ``file_name``, never overwriting.
-
-    The name is sanitised; if it is taken, ``-1``, ``-2``… go before the extension. Creation is
-    exclusive (``O_EXCL``, relative to a descriptor of the directory), so a concurrent writer or
-    a planted symlink cannot make us write somewhere else. Returns the path and the open file.
-    """
-    clean = sanitize_file_name(file_name)
-    stem, dot, ext = clean.rpartition(".")
-    if not dot:
-        stem, ext = clean, ""
-    suffix = f".{ext}" if ext else ""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    use_dir_fd = os.open in os.supports_dir_fd and hasattr(os, "O_DIRECTORY")
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY) if use_dir_fd else None
-    try:
-        for attempt in range(_MAX_COLLISIONS):
-            candidate = clean if attempt == 0 else f"{stem}-{attempt}{suffix}"
-            try:
-                if dir_fd is not None:
-                    fd = os.open(candidate, flags, 0o644, dir_fd=dir_fd)
-                else:
-                    fd = os.open(directory / candidate, flags, 0o644)
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                raise GuardError(f"could not create {candidate} in {directory}: {_os_reason(exc)}.") from None
-            return directory / candidate, os.fdopen(fd, "wb")
-    finally:
-        if dir_fd is not None:
-            os.close(dir_fd)
-    raise GuardError(f"{directory} already holds too many files named like {clean}. Choose another name or folder.")
-
-
 # --------------------------------------------------------------------------- checks
 
 
@@ -301,9 +384,11 @@ def _resolve_loose(path: Path, raw: str) -> Path:
         raise GuardError(f"{raw} cannot be used: {_os_reason(exc)}.") from None
 
 
-def _check_inside(policy: FilePolicy, resolved: Path, raw: str, action: str) -> None:
-    if any(resolved.is_relative_to(root) for root in policy.roots):
-        return
+def _check_inside(policy: FilePolicy, resolved: Path, raw: str, action: str) -> Path:
+    """The deepest allowed root holding ``resolved``; refuses a path inside none of them."""
+    holding = [root for root in policy.roots if resolved.is_relative_to(root)]
+    if holding:
+        return max(holding, key=lambda root: len(root.parts))
     if not policy.roots:
         raise GuardError(
             f"{raw} is refused: no directory is allowed for file access. "
@@ -315,6 +400,63 @@ def _check_inside(policy: FilePolicy, resolved: Path, raw: str, action: str) -> 
         f"{raw} is refused: tools may only {action} files inside the allowed directories ({allowed}){where}. "
         f"Move or copy the file into one of them, or ask the user to add its folder to {ALLOWED_DIRS_HINT}."
     )
+
+
+def _open_dir_beneath(root: Path, parts: tuple[str, ...], *, create: bool = False) -> int | None:
+    """A descriptor of ``root/parts…``, each folder opened from the one above without following links.
+
+    ``None`` where the OS has no ``openat`` (callers then fall back to paths).
+    """
+    if not _HAS_DIR_FD:
+        path = root.joinpath(*parts)
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        if not path.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(path))
+        return None
+    flags = os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW | _CLOEXEC
+    fd = os.open(root, flags)
+    try:
+        for part in parts:
+            try:
+                below = os.open(part, flags, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o777, dir_fd=fd)
+                below = os.open(part, flags, dir_fd=fd)
+            except OSError:
+                # O_NOFOLLOW | O_DIRECTORY on a link fails with ENOTDIR or ELOOP: say which it was.
+                if stat.S_ISLNK(os.lstat(part, dir_fd=fd).st_mode):
+                    raise OSError(errno.ELOOP, "a folder on the path is a symbolic link", part) from None
+                raise
+            os.close(fd)
+            fd = below
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_file(root: Path, path: Path, raw: str) -> int:
+    """Open the regular file ``path`` (a real path below ``root``) for reading, following no link on the way."""
+    parts = path.relative_to(root).parts
+    flags = os.O_RDONLY | _NOFOLLOW | _CLOEXEC | getattr(os, "O_NONBLOCK", 0)
+    try:
+        parent = _open_dir_beneath(root, parts[:-1])
+        try:
+            return os.open(parts[-1] if parent is not None else path, flags, dir_fd=parent)
+        finally:
+            if parent is not None:
+                os.close(parent)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise GuardError(f"{raw} is refused: this process has no permission to read it.") from None
+        raise GuardError(
+            f"{raw} could not be opened ({_os_reason(exc)}). "
+            "It may have been replaced by a link or removed after it was checked; pass the path again."
+        ) from None
 
 
 def _check_dotfiles(policy: FilePolicy, given: Path, resolved: Path) -> None:

@@ -180,7 +180,7 @@ async def plan_input(
     file_fields = list(getattr(prepared.schema, "file_fields", None) or [])
     prepared.local_files = resolve_local_files(settings, roots, prepared.data, file_fields)
     identity = {
-        location: f"file:{readable.path}:{readable.size}:{readable.path.stat().st_mtime_ns}"
+        location: f"file:{readable.path}:{readable.size}:{readable.mtime_ns}"
         for location, readable in prepared.local_files
     }
     prepared.digest = input_digest(replace_values(prepared.data, identity) if identity else prepared.data)
@@ -191,7 +191,8 @@ async def finalize_input(fal: FalClient, settings: Settings, prepared: PreparedI
     """Upload local files, validate against the schema, estimate the cost and enforce the per-call limit."""
     urls: dict[tuple[str | int, ...], str] = {}
     for location, readable in prepared.local_files:
-        uploaded = await fal.storage.upload_path(readable.path, content_type=readable.mime_type)
+        with readable.open() as handle:  # the checked file itself, never re-opened by name
+            uploaded = await fal.storage.upload_file(handle, content_type=readable.mime_type, file_name=readable.name)
         urls[location] = uploaded.url
         prepared.uploads.append(f"{readable.path} -> {uploaded.url}")
         log.info("input.file_uploaded", field=".".join(map(str, location)), size=readable.size)

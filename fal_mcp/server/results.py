@@ -22,6 +22,7 @@ from fal_mcp.log import get_logger
 from fal_mcp.server.outputs import JobOutput, OutputFile
 
 if TYPE_CHECKING:
+    from fal_mcp.server.guards import FilePolicy
     from fal_mcp.server.jobs import Call
 
 log = get_logger(__name__)
@@ -178,42 +179,63 @@ async def thumbnails(call: Call, files: list[OutputFile]) -> list[ImageContent]:
     return blocks
 
 
+def output_policy(call: Call, roots: tuple[Path, ...]) -> FilePolicy:
+    from fal_mcp.server.guards import FilePolicy
+
+    settings = call.state.settings
+    return FilePolicy(roots=roots, allow_dotfiles=settings.allow_dotfiles, max_read_bytes=settings.max_upload_bytes)
+
+
+async def check_download_dir(call: Call, download_dir: str) -> None:
+    """Refuse (or create) ``download_dir`` before anything is paid for; saving checks it again."""
+    from fal_mcp.server.guards import open_output_dir
+
+    roots = await call.state.roots(call.ctx)
+    open_output_dir(output_policy(call, roots), download_dir, roots[0] if roots else Path.cwd()).close()
+
+
 async def save_files(call: Call, files: list[OutputFile], download_dir: str) -> None:
-    """Stream every output file into ``download_dir`` (inside the allowed roots), recording saved_path."""
+    """Stream every output file into ``download_dir`` (inside the allowed roots), recording saved_path.
+
+    Files are created relative to the directory's descriptor (:class:`~fal_mcp.server.guards.OutputDirectory`),
+    so swapping the directory for a link mid-way cannot send a later file elsewhere.
+    """
     from dataclasses import replace
 
-    from fal_mcp.server.guards import FilePolicy, resolve_writable_dir, safe_output_path
+    from fal_mcp.server.guards import open_output_dir
     from fal_mcp.server.netguard import fetch_url
 
     settings = call.state.settings
     roots = await call.state.roots(call.ctx)
-    policy = FilePolicy(roots=roots, allow_dotfiles=settings.allow_dotfiles, max_read_bytes=settings.max_upload_bytes)
-    directory = resolve_writable_dir(policy, download_dir, roots[0] if roots else Path.cwd())
-    for f in files:
-        path, handle = safe_output_path(directory, f.file_name or "output")
-        try:
-            with handle:
-                if f.url.startswith("data:"):
-                    data = await _read_bytes(call, f.url, settings.max_download_bytes)
-                    await anyio.to_thread.run_sync(handle.write, data)
-                    size = len(data)
-                else:
-                    client, url_policy = await call.state.fetch_client()
-                    fetched = await fetch_url(
-                        replace(url_policy, max_bytes=settings.max_download_bytes), client, f.url, dest=handle
-                    )
-                    size = fetched.size
-        except BaseException:
-            path.unlink(missing_ok=True)  # no half-written files left behind
-            raise
-        f.saved_path = str(path)
-        f.size = f.size or size
+    with open_output_dir(output_policy(call, roots), download_dir, roots[0] if roots else Path.cwd()) as directory:
+        for f in files:
+            path, handle = directory.create(f.file_name or "output")
+            try:
+                with handle:
+                    if f.url.startswith("data:"):
+                        data = await _read_bytes(call, f.url, settings.max_download_bytes)
+                        await anyio.to_thread.run_sync(handle.write, data)
+                        size = len(data)
+                    else:
+                        client, url_policy = await call.state.fetch_client()
+                        fetched = await fetch_url(
+                            replace(url_policy, max_bytes=settings.max_download_bytes), client, f.url, dest=handle
+                        )
+                        size = fetched.size
+            except BaseException:
+                directory.remove(path.name)  # no half-written files left behind
+                raise
+            f.saved_path = str(directory.path / path.name)  # where it is now, even if the folder moved
+            f.size = f.size or size
 
 
 async def job_result(call: Call, job: JobOutput, *, download_dir: str | None = None) -> CallToolResult:
     job.files = find_files(job.output)
     if download_dir and job.files:
-        await save_files(call, job.files, download_dir)
+        try:
+            await save_files(call, job.files, download_dir)
+        except Exception as exc:
+            raise _not_saved(job, exc) from exc
     job.output = shorten_data_uris(job.output)
     content: list[ContentBlock] = [TextContent(type="text", text=summary(job))]
     for f in job.files:
@@ -231,6 +253,26 @@ async def job_result(call: Call, job: JobOutput, *, download_dir: str | None = N
     if call.state.settings.thumbnails:
         content.extend(await thumbnails(call, job.files))
     return CallToolResult(content=content, structured_content=job.model_dump(mode="json"))
+
+
+def _not_saved(job: JobOutput, exc: Exception) -> Exception:
+    """Saving failed after the job ran: say so without losing the paid job's request id."""
+    from fal_mcp.server.errors import ToolFailure, describe
+
+    kind, message, _ = describe(exc)
+    if kind == "internal" and isinstance(exc, OSError):  # a full disk, a lost permission: not a bug
+        kind, message = "refused", f"writing failed ({exc.strerror or type(exc).__name__})."
+    if kind == "internal" or not job.request_id:
+        return exc
+    return ToolFailure(
+        f"the job completed (request {job.request_id}, already paid for) but its files were not saved: {message} "
+        f"Nothing is lost: fal keeps the result; call queue_result(request_id='{job.request_id}') for its output "
+        "and links, or repeat this fal_subscribe with a download_dir inside the allowed folders (an identical "
+        "call re-attaches without paying again).",
+        kind=kind,
+        request_id=job.request_id,
+        endpoint_id=job.endpoint_id,
+    )
 
 
 def pending_result(job: JobOutput) -> CallToolResult:

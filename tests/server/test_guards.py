@@ -24,10 +24,10 @@ from fal_mcp.server import netguard
 from fal_mcp.server.guards import (
     FilePolicy,
     GuardError,
+    open_output_dir,
     resolve_readable,
     resolve_writable_dir,
     roots_from,
-    safe_output_path,
     sanitize_file_name,
 )
 from fal_mcp.server.netguard import (
@@ -236,6 +236,35 @@ def test_open_refuses_a_file_grown_past_the_cap(project: Path) -> None:
         checked.open()
 
 
+def test_folder_above_the_file_swapped_for_a_link_is_refused(policy: FilePolicy, project: Path, tmp_path: Path) -> None:
+    """issue 9 #3: a folder above the checked file becomes a link to a folder holding a file of the same
+    name outside the root. The open walks from the root without following links: refused."""
+    (project / "sub" / "id_rsa").write_bytes(b"harmless")
+    checked = resolve_readable(policy, "sub/id_rsa", project)
+    secret_dir = tmp_path / "secrets"
+    secret_dir.mkdir()
+    (secret_dir / "id_rsa").write_bytes(b"SECRET")
+    os.rename(project / "sub", project / "sub-old")
+    (project / "sub").symlink_to(secret_dir)
+    with pytest.raises(GuardError, match="could not be opened"):
+        checked.open()
+
+
+def test_hard_links_refused(policy: FilePolicy, project: Path, tmp_path: Path) -> None:
+    """issue 9 #17: a hard link inside the root to a file outside it is not an ordinary file: refused."""
+    os.link(tmp_path / "outside.txt", project / "innocent.txt")
+    message = refused(policy, "innocent.txt", project)
+    assert "2 hard links" in message and "Copy the file" in message
+
+
+def test_trailing_separator_is_not_the_file(policy: FilePolicy, project: Path) -> None:
+    """issue 9 #17: ``ok.txt/`` names a directory; it must not read as ``ok.txt``."""
+    (project / "ok.txt").write_text("ok")
+    for raw in ("ok.txt/", "ok.txt/.", str(project / "ok.txt") + "/"):
+        assert "ends with a path separator" in refused(policy, raw, project), raw
+    assert resolve_readable(policy, "ok.txt", project).size == 2
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -279,32 +308,76 @@ def test_sanitize_file_name() -> None:
     assert sanitize_file_name("archive.tar.gz") == "archive.tar.gz"
 
 
-def test_safe_output_path_never_overwrites(project: Path, tmp_path: Path) -> None:
+def test_output_directory_never_overwrites(policy: FilePolicy, project: Path, tmp_path: Path) -> None:
     out = project / "out"
-    out.mkdir()
-    paths = []
-    for _ in range(3):
-        path, handle = safe_output_path(out, "cat.png")
+    with open_output_dir(policy, "out", project) as directory:
+        paths = []
+        for _ in range(3):
+            path, handle = directory.create("cat.png")
+            with handle:
+                handle.write(path.name.encode())
+            paths.append(path)
+        assert [p.name for p in paths] == ["cat.png", "cat-1.png", "cat-2.png"]
+        assert (out / "cat.png").read_bytes() == b"cat.png"
+
+        path, handle = directory.create("../../evil.png")
+        handle.close()
+        assert path == out / "evil.png"
+        path, handle = directory.create(".bashrc")
+        handle.close()
+        assert path == out / "bashrc"
+
+        # A planted link is never written through.
+        (out / "planted.png").symlink_to(tmp_path / "outside.txt")
+        path, handle = directory.create("planted.png")
         with handle:
-            handle.write(path.name.encode())
-        paths.append(path)
-    assert [p.name for p in paths] == ["cat.png", "cat-1.png", "cat-2.png"]
-    assert (out / "cat.png").read_bytes() == b"cat.png"
+            handle.write(b"new")
+        assert path == out / "planted-1.png"
+        assert (tmp_path / "outside.txt").read_text() == "secret"
+        directory.remove("planted-1.png")
+        assert not (out / "planted-1.png").exists()
 
-    path, handle = safe_output_path(out, "../../evil.png")
-    handle.close()
-    assert path == out / "evil.png"
-    path, handle = safe_output_path(out, ".bashrc")
-    handle.close()
-    assert path == out / "bashrc"
 
-    # A planted link is never written through.
-    (out / "planted.png").symlink_to(tmp_path / "outside.txt")
-    path, handle = safe_output_path(out, "planted.png")
-    with handle:
-        handle.write(b"new")
-    assert path == out / "planted-1.png"
-    assert (tmp_path / "outside.txt").read_text() == "secret"
+def test_output_directory_swapped_for_a_link_mid_download(policy: FilePolicy, project: Path, tmp_path: Path) -> None:
+    """issue 9 #4: after the checked folder (or a folder above it) becomes a symlink out of the root,
+    later files still land in the folder that was checked, and their reported path is where they are."""
+    outside = tmp_path / "outside-dir"
+    outside.mkdir()
+    with open_output_dir(policy, "renders/today", project) as directory:
+        first, handle = directory.create("a.png")
+        handle.close()
+        assert first == project / "renders" / "today" / "a.png"
+        os.rename(project / "renders", project / "renders-moved")
+        (project / "renders").symlink_to(outside)
+        (outside / "today").mkdir()
+        second, handle = directory.create("b.png")
+        with handle:
+            handle.write(b"data")
+    assert list(outside.rglob("*")) == [outside / "today"]
+    assert second == project / "renders-moved" / "today" / "b.png" and second.read_bytes() == b"data"
+    # Opening the swapped path now is refused: it resolves outside the root.
+    with pytest.raises(GuardError, match="allowed directories"):
+        open_output_dir(policy, "renders/today", project)
+
+
+def test_output_dir_walk_refuses_a_link_planted_between_check_and_open(
+    policy: FilePolicy, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder is swapped for a link after the path was checked but before it is opened: refused."""
+    from fal_mcp.server import guards
+
+    (project / "out").mkdir()
+    real_resolve = guards._resolve_loose
+
+    def resolve_then_swap(path: Path, raw: str) -> Path:
+        resolved = real_resolve(path, raw)
+        os.rename(project / "out", project / "out-old")
+        (project / "out").symlink_to(tmp_path)
+        return resolved
+
+    monkeypatch.setattr(guards, "_resolve_loose", resolve_then_swap)
+    with pytest.raises(GuardError, match="replaced by a link"):
+        open_output_dir(policy, "out", project)
 
 
 # --------------------------------------------------------------------------- URL checks (no traffic)
@@ -470,9 +543,10 @@ async def test_fetch_into_memory_and_file(site: Site, project: Path) -> None:
         assert (fetched.content, fetched.size) == (PNG, len(PNG))
         assert (fetched.content_type, fetched.file_name) == ("image/png", "image.png")
 
-        path, handle = safe_output_path(project, "named")
-        with handle:
-            fetched = await fetch_url(LOCAL, client, f"{site.base}/named", handle)
+        with open_output_dir(FilePolicy(roots=(project,)), str(project), project) as directory:
+            path, handle = directory.create("named")
+            with handle:
+                fetched = await fetch_url(LOCAL, client, f"{site.base}/named", handle)
         assert fetched.content is None and path.read_bytes() == b"menu"
         assert (fetched.file_name, fetched.content_type) == ("café menu.txt", "text/plain")
 

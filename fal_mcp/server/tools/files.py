@@ -43,9 +43,10 @@ async def upload_file(
             roots=roots, allow_dotfiles=settings.allow_dotfiles, max_read_bytes=settings.max_upload_bytes
         )
         readable = resolve_readable(policy, path, roots[0] if roots else Path.cwd())
-        uploaded = await storage.upload_path(
-            readable.path, content_type=content_type or readable.mime_type, file_name=file_name or readable.name
-        )
+        with readable.open() as handle:  # the checked file itself, never re-opened by name
+            uploaded = await storage.upload_file(
+                handle, content_type=content_type or readable.mime_type, file_name=file_name or readable.name
+            )
     elif url:
         from fal_mcp.server.netguard import fetch_to_temp
 

@@ -89,6 +89,8 @@ async def fal_subscribe(
     request_id (the job keeps running; call queue_result). Local file paths in file fields are uploaded."""
     endpoint = jobs.parse_endpoint(endpoint_id)
     call = await Call.start(ctx, "fal_subscribe")
+    if download_dir:  # a refused folder must refuse the call before it is paid for
+        await results.check_download_dir(call, download_dir)
     prepared = await plan_input(call.fal, call.state.settings, endpoint, input, roots=await call.state.roots(ctx))
     options = {"priority": priority, "hint": hint, "start_timeout": start_timeout}
     request_id, reattached = await _reuse_or_submit(call, endpoint, prepared, fresh=fresh, **options)

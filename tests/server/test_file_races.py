@@ -1,0 +1,193 @@
+"""Races on local files through the real tools (issue 9 #3, #4, #16): what was checked is what is used.
+
+Each attack swaps a real file or folder at the moment the server is busy elsewhere (fetching its CDN
+token, downloading an output), which is when the adversarial run won its races. The swap is triggered
+from inside that step, so the race is hit every time and the test takes no sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from mcp import Client
+from PIL import Image
+
+from fal_mcp.config import Settings
+from fal_mcp.emulator.server import EmulatorServer
+from fal_mcp.fal.storage import StorageAPI
+from fal_mcp.server import netguard
+from tests.server.conftest import make_server
+from tests.server.helpers import call, error_of, structured, text_of
+from tests.server.test_jobs import submissions
+
+pytestmark = pytest.mark.anyio
+
+ORIGINAL = b"\x89PNG\r\n\x1a\n checked picture"
+SECRET = b"-----BEGIN OPENSSH PRIVATE KEY----- not for upload"
+
+
+def on_token(monkeypatch: pytest.MonkeyPatch, action: Callable[[], None]) -> list[int]:
+    """Run ``action`` (the attacker's move) each time the server fetches its CDN token, then carry on."""
+    fired: list[int] = []
+    real = StorageAPI.token
+
+    async def token(self: StorageAPI, *, stale: Any = None) -> Any:
+        if not fired:
+            action()
+        fired.append(1)
+        return await real(self, stale=stale)
+
+    monkeypatch.setattr(StorageAPI, "token", token)
+    return fired
+
+
+def swap(path: Path, build: Callable[[Path], None]) -> None:
+    """Replace ``path`` atomically with what ``build`` makes beside it (as an attacker would)."""
+    beside = path.with_name(path.name + ".new")
+    build(beside)
+    os.replace(beside, path)
+
+
+async def fetched(url: str) -> bytes:
+    async with httpx2.AsyncClient(trust_env=False) as client:
+        response = await client.get(url)
+        response.raise_for_status()
+        return response.content
+
+
+async def test_upload_swapped_for_a_symlink_to_a_secret_sends_the_checked_file(
+    server: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (workdir / "cat.png").write_bytes(ORIGINAL)
+    secret = workdir.parent / "id_ed25519"
+    secret.write_bytes(SECRET)
+    fired = on_token(monkeypatch, lambda: swap(workdir / "cat.png", lambda p: p.symlink_to(secret)))
+    async with Client(server) as client:
+        result = await call(client, "upload_file", {"path": "cat.png"})
+    assert fired and (workdir / "cat.png").is_symlink()  # the swap happened mid-call
+    assert not result.is_error, text_of(result)
+    assert await fetched(structured(result)["url"]) == ORIGINAL
+
+
+async def test_upload_swapped_for_a_bigger_file_never_exceeds_the_cap(
+    settings: Settings, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (workdir / "small.bin").write_bytes(ORIGINAL)
+    on_token(monkeypatch, lambda: swap(workdir / "small.bin", lambda p: p.write_bytes(b"x" * 3_000_000)))
+    async with Client(make_server(settings, max_upload_bytes=100)) as client:
+        result = await call(client, "upload_file", {"path": "small.bin"})
+    assert not result.is_error, text_of(result)
+    assert structured(result)["size"] == len(ORIGINAL)
+    assert await fetched(structured(result)["url"]) == ORIGINAL
+
+
+async def test_upload_of_a_file_growing_past_the_cap_fails_without_sending_it(
+    settings: Settings, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = workdir / "growing.bin"
+    path.write_bytes(ORIGINAL)
+
+    def grow() -> None:
+        with open(path, "ab") as handle:
+            handle.write(b"x" * 3_000_000)
+
+    on_token(monkeypatch, grow)
+    async with Client(make_server(settings, max_upload_bytes=100)) as client:
+        result = await call(client, "upload_file", {"path": "growing.bin"})
+    assert result.is_error and "grew while it was being uploaded" in text_of(result)
+
+
+async def test_file_field_upload_sends_the_checked_file(
+    server: Any, workdir: Path, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Local paths in a model's file fields go through the same checked descriptor."""
+    Image.new("RGB", (96, 64), (200, 30, 30)).save(workdir / "cat.png")
+    secret = workdir.parent / "secret.png"
+    Image.new("RGB", (32, 32), (0, 0, 0)).save(secret)
+    fired = on_token(monkeypatch, lambda: swap(workdir / "cat.png", lambda p: p.symlink_to(secret)))
+    data = {"image_url": "./cat.png", "prompt": "make it blue", "strength": 0.5, "seed": 41}
+    async with Client(server) as client:
+        result = await call(client, "fal_subscribe", {"endpoint_id": "fal-ai/flux/dev/image-to-image", "input": data})
+    assert fired and not result.is_error, text_of(result)
+    image = structured(result)["output"]["images"][0]
+    assert (image["width"], image["height"]) == (96, 64)  # the checked picture, not the 32x32 secret
+
+
+async def test_download_dir_swapped_mid_download_keeps_every_file_inside(
+    server: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the first file is saved the folder becomes a symlink out of the root: the rest still land in
+    the folder that was checked, and saved_path says where each file really is."""
+    outside = workdir.parent / "elsewhere"
+    outside.mkdir()
+    real_fetch = netguard.fetch_url
+    saved: list[int] = []
+
+    async def fetch_then_swap(*args: Any, **kwargs: Any) -> Any:
+        result = await real_fetch(*args, **kwargs)
+        if not saved:
+            os.rename(workdir / "out", workdir / "out-moved")
+            (workdir / "out").symlink_to(outside)
+        saved.append(1)
+        return result
+
+    monkeypatch.setattr(netguard, "fetch_url", fetch_then_swap)
+    data = {"prompt": "two pictures", "seed": 9, "num_images": 2, "image_size": "square"}
+    args = {"endpoint_id": "fal-ai/flux/dev", "input": data, "download_dir": "out"}
+    async with Client(server) as client:
+        result = await call(client, "fal_subscribe", args)
+    assert not result.is_error, text_of(result)
+    files = structured(result)["files"]
+    assert len(files) == 2 and len(saved) >= 2  # (thumbnails fetch too, after saving)
+    assert list(outside.iterdir()) == []
+    for f in files:
+        assert Path(f["saved_path"]).parent == workdir / "out-moved", f["saved_path"]
+        assert (await anyio.Path(f["saved_path"]).stat()).st_size == f["size"]
+
+
+async def test_refused_download_dir_costs_nothing(server: Any, workdir: Path, emulator: EmulatorServer) -> None:
+    """issue 9 #16 / issue 10 #2: a download_dir the guard refuses refuses the call before it is paid for."""
+    data = {"prompt": "never paid", "seed": 12}
+    async with Client(server) as client:
+        result = await call(
+            client, "fal_subscribe", {"endpoint_id": "fal-ai/flux/dev", "input": data, "download_dir": "../outside"}
+        )
+    assert error_of(result)["kind"] == "refused"
+    assert submissions(emulator, "fal-ai/flux/dev", data) == 0
+
+
+async def test_saving_refused_after_the_job_ran_keeps_its_request_id(
+    server: Any, workdir: Path, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder is fine when checked, then replaced by a link out of the root before saving: the error
+    names the paid job's request id and how to get its result."""
+    outside = workdir.parent / "elsewhere"
+    outside.mkdir()
+    from fal_mcp.server import results
+
+    real_save = results.save_files
+
+    async def swap_then_save(*args: Any) -> None:
+        os.rename(workdir / "out", workdir / "out-old")
+        (workdir / "out").symlink_to(outside)
+        await real_save(*args)
+
+    monkeypatch.setattr(results, "save_files", swap_then_save)
+    data = {"prompt": "paid then refused", "seed": 13}
+    async with Client(server) as client:
+        result = await call(
+            client, "fal_subscribe", {"endpoint_id": "fal-ai/flux/dev", "input": data, "download_dir": "out"}
+        )
+        error = error_of(result)
+        assert error["kind"] == "refused" and error["request_id"]
+        assert error["request_id"] in text_of(result) and "queue_result" in text_of(result)
+        again = structured(await call(client, "queue_result", {"request_id": error["request_id"]}))
+    assert again["status"] == "COMPLETED"
+    assert list(outside.iterdir()) == []
+    assert submissions(emulator, "fal-ai/flux/dev", data) == 1
