@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import Tool
 
 from fal_mcp import __version__
@@ -85,7 +86,16 @@ class FalMCPServer(MCPServer):
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         self.ensure_tools()
-        return await super().call_tool(name, arguments, context)
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            from pydantic import ValidationError
+
+            if not isinstance(exc.__cause__, ValidationError):
+                raise
+            from fal_mcp.server.errors import argument_error_result
+
+            return argument_error_result(name, exc.__cause__, self._tool_input_schema(name))
 
     def _tool_input_schema(self, name: str) -> dict[str, Any] | None:
         self.ensure_tools()

@@ -112,14 +112,10 @@ def validate_input(data: dict[str, Any], input_schema: dict[str, Any]) -> None:
         problems.append(entry)
         if len(problems) >= 20:
             break
-    if problems:
-        lines = "; ".join(
-            f"{p['field']}: {p['message']}" + (f" (allowed: {p['allowed']})" if "allowed" in p else "")
-            for p in problems
-        )
+    if problems:  # the error text lists each field with its rule and allowed values (server/errors.py)
+        names = ", ".join(dict.fromkeys(p["field"] for p in problems))
         raise ToolFailure(
-            f"input does not match the model's schema, nothing was submitted or charged: {lines}. "
-            "Fix these fields (model_schema shows every rule) and call again.",
+            f"input does not match the model's schema ({names}); nothing was submitted or charged.",
             kind="invalid_input",
             fields=problems,
         )

@@ -69,9 +69,17 @@ class ProgressReporter:
         def default() -> str:
             return f"still working ({self.elapsed():.0f}s){': ' + self.last_message if self.last_message else ''}"
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._heartbeat_loop, describe or default)
-            try:
-                yield
-            finally:
-                tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._heartbeat_loop, describe or default)
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The heartbeat never raises (report() swallows send errors), so the group only wraps the
+            # block's own exception: re-raise it as itself, so callers' ``except NotFoundError`` and the
+            # error mapping see the real failure, not an exception group.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from group.exceptions[0].__cause__
+            raise

@@ -8,6 +8,8 @@ from typing import Any
 from mcp import Client
 from mcp.types import CallToolResult
 
+from fal_mcp.server.errors import ERROR_META_KEY
+
 
 @dataclass
 class Progress:
@@ -39,5 +41,7 @@ def text_of(result: CallToolResult) -> str:
 
 
 def error_of(result: CallToolResult) -> dict[str, Any]:
+    """The machine-readable error (``_meta``); error results carry no structuredContent (see server/errors.py)."""
     assert result.is_error, text_of(result)
-    return structured(result)["error"]
+    assert result.structured_content is None, "an error's structuredContent would break outputSchema validation"
+    return (result.meta or {})[ERROR_META_KEY]

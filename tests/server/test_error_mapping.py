@@ -9,6 +9,7 @@ from fal_mcp.fal import errors as fe
 from fal_mcp.redact import register_secret
 from fal_mcp.server.errors import ERROR_KINDS, ToolFailure, failure_result, tool_errors
 from fal_mcp.server.guards import GuardError
+from tests.server.helpers import error_of
 
 SECRET = "kid-abcdef:sec-0123456789abcdef0123"
 
@@ -47,7 +48,7 @@ CASES: list[tuple[BaseException, str]] = [
 def test_each_failure_maps_to_its_kind(exc: BaseException, kind: str) -> None:
     register_secret(SECRET)
     result = failure_result(exc, "some_tool")
-    error = result.structured_content["error"]
+    error = error_of(result)
     assert result.is_error and error["kind"] == kind and kind in ERROR_KINDS
     text = result.content[0].text
     assert text and "Traceback" not in text and SECRET not in text and SECRET not in str(error)
@@ -69,7 +70,7 @@ async def test_tool_errors_turns_exceptions_into_results_but_lets_cancellation_t
         raise fe.NotFoundError("no model 'x'", status_code=404)
 
     result = await broken()
-    assert result.is_error and result.structured_content["error"]["kind"] == "not_found"
+    assert result.is_error and error_of(result)["kind"] == "not_found"
 
     @tool_errors
     async def slow() -> None:

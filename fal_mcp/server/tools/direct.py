@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
+from fal_mcp.fal import errors as fe
 from fal_mcp.server import jobs, results
 from fal_mcp.server.errors import ToolFailure, tool_errors
 from fal_mcp.server.inputs import prepare_input
@@ -30,6 +33,20 @@ def _partial_text(event: Any) -> str:
                 return text[-200:] if len(text) > 200 else text
     rendered = json.dumps(event, ensure_ascii=False, default=str)
     return rendered[:200]
+
+
+@contextmanager
+def _no_such_mode(endpoint: str, mode: str) -> Iterator[None]:
+    """fal's 404 here usually means the model exists but has no ``mode`` endpoint: say so, and what to use."""
+    try:
+        yield
+    except fe.NotFoundError as exc:
+        raise ToolFailure(
+            f"{endpoint} has no {mode} endpoint, or no such model exists: {exc.message}",
+            kind="not_found",
+            request_id=exc.request_id,
+            next_step="Run this model with fal_subscribe (or fal_run); model_schema shows whether it exists.",
+        ) from exc
 
 
 @tool_errors
@@ -61,10 +78,11 @@ async def fal_stream(ctx: Context, endpoint_id: EndpointArg, input: InputArg) ->
     last: Any = None
     count = 0
     async with call.reporter.heartbeat():
-        async for event in call.fal.runs.stream(endpoint, prepared.data):
-            count += 1
-            last = event
-            await call.reporter.report(_partial_text(event))
+        with _no_such_mode(endpoint, "streaming"):
+            async for event in call.fal.runs.stream(endpoint, prepared.data):
+                count += 1
+                last = event
+                await call.reporter.report(_partial_text(event))
     if count == 0:
         raise ToolFailure(f"{endpoint} closed its stream without any output", kind="fal_error")
     return StreamOutput(
@@ -89,7 +107,8 @@ async def fal_realtime(
     ]
     await call.reporter.report(f"connecting to {endpoint} (realtime)")
     async with call.reporter.heartbeat():
-        outputs = await call.fal.realtime.run_many(endpoint, prepared)
+        with _no_such_mode(endpoint, "realtime"):
+            outputs = await call.fal.realtime.run_many(endpoint, prepared)
     files = [f for out in outputs for f in results.find_files(out)]
     return RealtimeOutput(
         endpoint_id=endpoint, outputs=[results.shorten_data_uris(o) for o in outputs], files=files[: results.MAX_FILES]

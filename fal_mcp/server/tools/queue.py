@@ -95,21 +95,16 @@ async def fal_subscribe(
     options = {"priority": priority, "hint": hint, "start_timeout": start_timeout}
     request_id, reattached = await _reuse_or_submit(call, endpoint, prepared, fresh=fresh, **options)
     finish = functools.partial(
-        _finish_or_report,
-        call,
-        endpoint,
-        wait_seconds=_wait_seconds(call, wait_seconds),
-        cost=prepared.cost_estimate_usd,
-        download_dir=download_dir,
+        _finish_or_report, call, endpoint, wait_seconds=_wait_seconds(call, wait_seconds), download_dir=download_dir
     )
     try:
-        return await finish(request_id, reattached=reattached)
+        return await finish(request_id, reattached=reattached, cost=prepared.cost_estimate_usd)
     except fe.NotFoundError:
         if not reattached:
             raise
     await call.reporter.report("the earlier job's result has expired on fal; submitting a new one")
     request_id, _ = await _reuse_or_submit(call, endpoint, prepared, fresh=True, **options)
-    return await finish(request_id)
+    return await finish(request_id, cost=prepared.cost_estimate_usd)
 
 
 async def _reuse_or_submit(
