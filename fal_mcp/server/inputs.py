@@ -86,9 +86,14 @@ def _allowed(schema: dict[str, Any]) -> Any:
     bounds = {k: schema[k] for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum") if k in schema}
     if bounds:
         return bounds
-    if "anyOf" in schema or "oneOf" in schema:
-        return [s.get("enum") or s.get("type") or s.get("$ref") for s in schema.get("anyOf") or schema.get("oneOf")]
-    return schema.get("type")
+    members = schema.get("anyOf") or schema.get("oneOf")
+    if isinstance(members, list):  # every variant's values, flattened (nested unions too), without null
+        allowed: list[Any] = []
+        for member in members:
+            value = _allowed(member) if isinstance(member, dict) and member.get("type") != "null" else None
+            allowed.extend(value if isinstance(value, list) else [value] if value is not None else [])
+        return allowed or None
+    return schema.get("type") or schema.get("$ref")
 
 
 def validate_input(data: dict[str, Any], input_schema: dict[str, Any]) -> None:
