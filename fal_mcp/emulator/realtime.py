@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from fal_mcp.emulator.models import ModelError
+from fal_mcp.emulator.run import count_submission
 from fal_mcp.fal.endpoint import EndpointId
 from fal_mcp.fal.errors import InvalidEndpointIdError
 from fal_mcp.log import get_logger
@@ -255,6 +256,7 @@ async def _handle(model: EmulatedModel, message: dict[str, Any], state: Emulator
         return _error_frame("INVALID_MESSAGE", str(exc))
     request_id = data.pop("request_id", None)
     echo = {"request_id": request_id} if request_id is not None else {}
+    count_submission(state, model.info.endpoint_id, data)  # each frame is a paid inference
     try:
         model.validate(data)
         ctx = state.make_context(str(uuid.uuid4()), base_url)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from fal_mcp.digest import input_digest
 from fal_mcp.fal import errors as fe
-from fal_mcp.fal.schemas import IMAGE_SIZE_PRESETS, accept_null_for_optional, replace_values
+from fal_mcp.fal.schemas import accept_null_for_optional, replace_values
 from fal_mcp.log import get_logger
 from fal_mcp.server.errors import ToolFailure
 
@@ -30,8 +30,10 @@ _URLISH = re.compile(r"^(https?|data|blob):", re.IGNORECASE)
 @dataclass
 class PreparedInput:
     data: dict[str, Any]
+    endpoint_id: str = ""
     schema: Any = None  # fal_mcp.fal.catalog.ModelSchema when the model's schema could be fetched
     cost_estimate_usd: float | None = None
+    cost_basis: str = ""
     digest: str = ""
     local_files: list[tuple[tuple[str | int, ...], Any]] = field(default_factory=list)
     uploads: list[str] = field(default_factory=list)
@@ -126,40 +128,70 @@ def validate_input(data: dict[str, Any], input_schema: dict[str, Any]) -> None:
         )
 
 
-def estimate_cost(schema: Any, data: dict[str, Any]) -> float | None:
-    """A local estimate from the unit price and the input; ``None`` when the unit is not one we can count."""
+async def estimate_cost(fal: FalClient, endpoint_id: str, schema: Any, data: dict[str, Any], *, ask_fal: bool) -> Cost:
+    """This call's cost: unit price × the billing units its input uses (schema defaults filled in);
+    when the input cannot tell (compute seconds, tokens, an output size only the run decides) and
+    ``ask_fal``, fal's own estimate of an average call (``historical_api_price``). Unknown otherwise."""
+    from fal_mcp.fal.pricing import billing_quantity
+
     price = getattr(schema, "unit_price", None)
-    unit = (getattr(schema, "unit", None) or "").lower()
-    if price is None:
-        return None
-    count = data.get("num_images") or data.get("num_outputs") or 1
+    unit = getattr(schema, "unit", None)
+    if price is not None:
+        quantity = billing_quantity(unit, data, schema.input_schema)
+        if quantity is not None:
+            return Cost(round(price * quantity.units, 6), f"{quantity.basis} at ${price:g} per {unit}")
+    why = (
+        f"the input does not tell how many '{unit}' it will use"
+        if price is not None
+        else "no unit price is known for this model"
+    )
+    if not ask_fal:
+        return Cost(None, why)
     try:
-        count = max(1, int(count))
-    except (TypeError, ValueError):
-        count = 1
-    if unit in ("request", "call", "requests", "run"):
-        return round(price, 6)
-    if unit in ("image", "images", "video", "videos", "output"):
-        return round(price * count, 6)
-    if unit in ("megapixel", "megapixels", "mp"):
-        width, height = _image_size(data.get("image_size"))
-        return round(price * count * max(width * height / 1_000_000, 0.01), 6)
-    if unit in ("second", "seconds", "video_second", "audio_second"):
-        seconds = data.get("duration") or data.get("seconds")
-        try:
-            return round(price * float(str(seconds).rstrip("s")), 6) if seconds else None
-        except ValueError:
-            return None
-    return None
+        estimate = await fal.catalog.estimate_cost(endpoint_id, call_quantity=1)
+    except fe.FalError as exc:  # refused (e.g. 400/404): as unknown as no answer
+        return Cost(None, f"{why}, and fal's estimate API refused ({exc.message})")
+    if estimate.source == "api" and estimate.total_cost is not None:
+        return Cost(round(estimate.total_cost, 6), f"fal's estimate of an average call ({why})")
+    return Cost(None, f"{why}, and fal's estimate API gave no answer ({estimate.note or 'unavailable'})")
 
 
-def _image_size(value: Any) -> tuple[int, int]:
-    if isinstance(value, dict):
-        try:
-            return int(value.get("width", 1024)), int(value.get("height", 768))
-        except (TypeError, ValueError):
-            return 1024, 768
-    return IMAGE_SIZE_PRESETS.get(str(value), (1024, 768))
+@dataclass(frozen=True)
+class Cost:
+    usd: float | None
+    basis: str
+
+
+def enforce_cost_limit(settings: Settings, costs: list[Cost], *, what: str = "this call") -> None:
+    """Refuse before anything is sent when the total is above FAL_MCP_MAX_COST_USD, or cannot be known.
+
+    A limit is never silently off: an unknown cost with a limit set is a refusal, not a note.
+    """
+    limit = settings.max_cost_usd
+    if limit is None:
+        return
+    unknown = [c.basis for c in costs if c.usd is None]
+    if unknown:
+        raise ToolFailure(
+            f"refused: the cost of {what} cannot be estimated ({unknown[0]}), so this server's per-call limit "
+            f"${limit:.4f} (FAL_MCP_MAX_COST_USD) cannot be checked. Nothing was submitted or charged. "
+            "Use a model whose input fixes its cost (e.g. priced per image or megapixel), or raise/unset "
+            "FAL_MCP_MAX_COST_USD if you accept an unbounded cost.",
+            kind="cost_limit",
+            cost_estimate_usd=None,
+            limit_usd=limit,
+        )
+    total = round(sum(c.usd or 0.0 for c in costs), 6)
+    if total > limit:
+        basis = costs[0].basis if len(costs) == 1 else f"{len(costs)} inputs"
+        raise ToolFailure(
+            f"refused: the estimated cost ${total:.4f} ({basis}) of {what} is above this server's per-call limit "
+            f"${limit:.4f} (FAL_MCP_MAX_COST_USD). Nothing was submitted or charged. Reduce the request "
+            "(fewer/smaller/shorter outputs) or raise the limit.",
+            kind="cost_limit",
+            cost_estimate_usd=total,
+            limit_usd=limit,
+        )
 
 
 async def plan_input(
@@ -172,7 +204,7 @@ async def plan_input(
     """
     if not isinstance(data, dict):
         raise ToolFailure("input must be a JSON object of the model's fields", kind="invalid_argument")
-    prepared = PreparedInput(data=copy.deepcopy(data))
+    prepared = PreparedInput(data=copy.deepcopy(data), endpoint_id=endpoint_id)
     try:
         prepared.schema = await fal.catalog.get_schema(endpoint_id)
     except (fe.NotFoundError, fe.FalConnectionError, fe.ServerError, fe.BadRequestError) as exc:
@@ -188,8 +220,22 @@ async def plan_input(
     return prepared
 
 
-async def finalize_input(fal: FalClient, settings: Settings, prepared: PreparedInput) -> PreparedInput:
-    """Upload local files, validate against the schema, estimate the cost and enforce the per-call limit."""
+async def finalize_input(
+    fal: FalClient, settings: Settings, prepared: PreparedInput, *, enforce_limit: bool = True
+) -> PreparedInput:
+    """Validate against the schema, estimate the cost and enforce the per-call limit, then upload local files
+    (``enforce_limit=False``: the caller checks the total of several inputs with :func:`enforce_cost_limit`)."""
+    if prepared.schema is not None and settings.validate_input:
+        # Checked before any upload: each local file stands in as the URL it will become.
+        stand_ins = {loc: f"https://upload.invalid/{file.path.name}" for loc, file in prepared.local_files}
+        validate_input(replace_values(prepared.data, stand_ins), prepared.schema.input_schema)
+    ask_fal = settings.max_cost_usd is not None  # fal's estimate costs a request: only when a limit needs it
+    cost = await estimate_cost(fal, prepared.endpoint_id, prepared.schema, prepared.data, ask_fal=ask_fal)
+    prepared.cost_estimate_usd, prepared.cost_basis = cost.usd, cost.basis
+    if enforce_limit:
+        enforce_cost_limit(settings, [cost])
+    if cost.usd is None:
+        prepared.notes.append(f"the cost could not be estimated: {cost.basis}")
     urls: dict[tuple[str | int, ...], str] = {}
     for location, readable in prepared.local_files:
         with readable.open() as handle:  # the checked file itself, never re-opened by name
@@ -200,26 +246,18 @@ async def finalize_input(fal: FalClient, settings: Settings, prepared: PreparedI
     if urls:
         prepared.data = replace_values(prepared.data, urls)
     prepared.local_files = []
-    if prepared.schema is not None and settings.validate_input:
-        validate_input(prepared.data, prepared.schema.input_schema)
-    if prepared.schema is not None:
-        prepared.cost_estimate_usd = estimate_cost(prepared.schema, prepared.data)
-    limit = settings.max_cost_usd
-    if limit is not None and prepared.cost_estimate_usd is not None and prepared.cost_estimate_usd > limit:
-        raise ToolFailure(
-            f"refused: the estimated cost ${prepared.cost_estimate_usd:.4f} is above this server's per-call limit "
-            f"${limit:.4f} (FAL_MCP_MAX_COST_USD). Reduce the request (fewer/smaller outputs) or raise the limit.",
-            kind="cost_limit",
-            cost_estimate_usd=prepared.cost_estimate_usd,
-            limit_usd=limit,
-        )
-    if limit is not None and prepared.cost_estimate_usd is None:
-        prepared.notes.append("the cost could not be estimated, so the per-call limit could not be checked")
     return prepared
 
 
 async def prepare_input(
-    fal: FalClient, settings: Settings, endpoint_id: str, data: dict[str, Any], *, roots: tuple[Path, ...]
+    fal: FalClient,
+    settings: Settings,
+    endpoint_id: str,
+    data: dict[str, Any],
+    *,
+    roots: tuple[Path, ...],
+    enforce_limit: bool = True,
 ) -> PreparedInput:
     """:func:`plan_input` then :func:`finalize_input`, for tools that never re-attach."""
-    return await finalize_input(fal, settings, await plan_input(fal, settings, endpoint_id, data, roots=roots))
+    planned = await plan_input(fal, settings, endpoint_id, data, roots=roots)
+    return await finalize_input(fal, settings, planned, enforce_limit=enforce_limit)

@@ -14,7 +14,7 @@ from pydantic import Field
 from fal_mcp.fal import errors as fe
 from fal_mcp.server import jobs, results
 from fal_mcp.server.errors import ToolFailure, tool_errors
-from fal_mcp.server.inputs import prepare_input
+from fal_mcp.server.inputs import Cost, enforce_cost_limit, prepare_input
 from fal_mcp.server.jobs import Call
 from fal_mcp.server.outputs import JobOutput, RealtimeOutput, StreamOutput
 
@@ -102,13 +102,16 @@ async def fal_realtime(
         raise ToolFailure(f"at most {MAX_REALTIME_INPUTS} inputs per call, got {len(inputs)}", kind="invalid_argument")
     call = await Call.start(ctx, "fal_realtime")
     roots = await call.state.roots(ctx)
+    settings = call.state.settings
     prepared = [
-        (await prepare_input(call.fal, call.state.settings, endpoint, item, roots=roots)).data for item in inputs
+        await prepare_input(call.fal, settings, endpoint, item, roots=roots, enforce_limit=False) for item in inputs
     ]
+    # The limit is per call: the sum over every input, checked before the connection opens.
+    enforce_cost_limit(settings, [Cost(p.cost_estimate_usd, p.cost_basis) for p in prepared], what="these inputs")
     await call.reporter.report(f"connecting to {endpoint} (realtime)")
     async with call.reporter.heartbeat():
         with _no_such_mode(endpoint, "realtime"):
-            outputs = await call.fal.realtime.run_many(endpoint, prepared)
+            outputs = await call.fal.realtime.run_many(endpoint, [p.data for p in prepared])
     files = [f for out in outputs for f in results.find_files(out)]
     return RealtimeOutput(
         endpoint_id=endpoint, outputs=[results.shorten_data_uris(o) for o in outputs], files=files[: results.MAX_FILES]
