@@ -26,8 +26,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -68,6 +68,15 @@ class LedgerError(Exception):
 
 class JobNotFoundError(LedgerError, LookupError):
     """No row with that intent id."""
+
+
+class LeaseBusyError(LedgerError):
+    """Another process kept submitting the identical request for longer than we may wait."""
+
+
+# An identical submit in flight in another process holds a lease this long, renewed while it works.
+LEASE_TTL = 30.0
+LEASE_MAX_WAIT = 600.0
 
 
 class JobStatus(StrEnum):
@@ -280,7 +289,46 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX jobs_reuse ON jobs (owner, endpoint_id, input_digest)",
     ),
     2: ("ALTER TABLE jobs ADD COLUMN body_digest TEXT",),
+    3: (
+        """
+        CREATE TABLE submit_leases (
+            owner        TEXT NOT NULL,
+            endpoint_id  TEXT NOT NULL,
+            input_digest TEXT NOT NULL,
+            holder       TEXT NOT NULL,
+            expires_at   REAL NOT NULL,
+            PRIMARY KEY (owner, endpoint_id, input_digest)
+        )
+        """,
+    ),
 }
+
+# What each ``jobs`` column must be, for repairing a file whose table lacks some (written by a build that
+# recorded a schema version without the matching columns). NOT NULL columns need a default to be added.
+_JOB_COLUMN_REPAIRS: dict[str, str] = {
+    "request_id": "TEXT",
+    "owner": "TEXT NOT NULL DEFAULT 'local'",
+    "endpoint_id": "TEXT NOT NULL DEFAULT ''",
+    "input_digest": "TEXT NOT NULL DEFAULT ''",
+    "input_preview": "TEXT NOT NULL DEFAULT ''",
+    "status": "TEXT NOT NULL DEFAULT 'UNKNOWN'",
+    "queue_position": "INTEGER",
+    "error": "TEXT",
+    "error_type": "TEXT",
+    "result_urls": "TEXT NOT NULL DEFAULT '[]'",
+    "cost_estimate_usd": "REAL",
+    "origin_tool": "TEXT NOT NULL DEFAULT ''",
+    "webhook_url": "TEXT",
+    "created_at": "REAL NOT NULL DEFAULT 0",
+    "updated_at": "REAL NOT NULL DEFAULT 0",
+    "completed_at": "REAL",
+    "body_digest": "TEXT",
+}
+_INDEXES = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS jobs_owner_request ON jobs (owner, request_id) WHERE request_id IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS jobs_owner_created ON jobs (owner, created_at)",
+    "CREATE INDEX IF NOT EXISTS jobs_reuse ON jobs (owner, endpoint_id, input_digest)",
+)
 SCHEMA_VERSION = max(_MIGRATIONS)
 
 
@@ -300,6 +348,21 @@ def _migrate(conn: sqlite3.Connection) -> None:
             for statement in _MIGRATIONS[version]:
                 conn.execute(statement)
             conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (version, time.time()))
+        _repair_jobs_table(conn)
+
+
+def _repair_jobs_table(conn: sqlite3.Connection) -> None:
+    """Add any ``jobs`` column the file lacks (a schema version recorded without its columns)."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    if "job_id" not in present:
+        raise sqlite3.DatabaseError("incompatible ledger: its jobs table has no job_id column")
+    missing = [name for name in _JOB_COLUMN_REPAIRS if name not in present]
+    for name in missing:
+        conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {_JOB_COLUMN_REPAIRS[name]}")
+    if missing:
+        logger.warning("ledger.repaired", added_columns=missing)
+        for statement in _INDEXES:
+            conn.execute(statement)
 
 
 @contextmanager
@@ -352,6 +415,7 @@ class Ledger:
         self._lock = threading.Lock()
         self._clock = clock
         self.path = path
+        self.moved_aside: Path | None = None  # where a damaged file found at open was moved
 
     # -- lifecycle --
 
@@ -362,17 +426,32 @@ class Ledger:
         *,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         clock: Callable[[], float] = time.time,
+        recover_damaged: bool = False,
     ) -> Ledger:
         """Open (creating, migrating) the ledger at ``path`` (default :func:`default_ledger_path`).
 
         Blocking, like any constructor of a file-backed thing: from async code, call it through
         ``anyio.to_thread.run_sync``. Raises :class:`LedgerError` with advice when the file is
         corrupt, locked or cannot be created; the server then runs without persistence.
+
+        With ``recover_damaged``, a file that is not a usable SQLite ledger (junk, malformed, a
+        ``jobs`` table that cannot be repaired) is moved aside, never deleted, and a fresh ledger
+        started; :attr:`moved_aside` then says where the old one went.
         """
         resolved = Path(path) if path is not None else default_ledger_path()
-        conn = _connect(resolved, busy_timeout)
+        moved_aside: Path | None = None
+        try:
+            conn = _connect(resolved, busy_timeout)
+        except LedgerError as exc:
+            if not (recover_damaged and isinstance(exc.__cause__, sqlite3.DatabaseError) and _damaged(exc.__cause__)):
+                raise
+            moved_aside = _move_aside(resolved)
+            logger.warning("ledger.moved_aside", path=str(resolved), moved_to=str(moved_aside), error=str(exc))
+            conn = _connect(resolved, busy_timeout)
         logger.debug("ledger opened", path=str(resolved))
-        return cls(conn, resolved, clock)
+        ledger = cls(conn, resolved, clock)
+        ledger.moved_aside = moved_aside
+        return ledger
 
     async def close(self) -> None:
         def close() -> None:
@@ -531,6 +610,91 @@ class Ledger:
 
         return await self._run(select)
 
+    # -- the submit lease (one payer across processes) --
+
+    @asynccontextmanager
+    async def submit_lease(
+        self,
+        owner: str,
+        endpoint_id: str,
+        input_digest: str,
+        *,
+        ttl: float = LEASE_TTL,
+        max_wait: float = LEASE_MAX_WAIT,
+        on_wait: Callable[[], Awaitable[None]] | None = None,
+    ) -> AsyncIterator[None]:
+        """Hold the right to submit this exact request, across every process sharing the file.
+
+        Identical calls from two server processes would otherwise both find nothing to re-attach
+        to and both pay. The lease is a row claimed under ``BEGIN IMMEDIATE``; the holder renews it
+        every ``ttl / 3`` while it works and deletes it when done, so the other process waits, then
+        finds the holder's request in the ledger and re-attaches. A holder that died stops renewing:
+        its lease expires after ``ttl``. Waiting longer than ``max_wait`` raises :class:`LeaseBusyError`.
+        """
+        holder = uuid.uuid4().hex
+        key = (owner, endpoint_id, input_digest)
+
+        def claim(conn: sqlite3.Connection, now: float) -> bool:
+            with _transaction(conn):
+                row = conn.execute(
+                    "SELECT holder, expires_at FROM submit_leases WHERE owner = ? AND endpoint_id = ? "
+                    "AND input_digest = ?",
+                    key,
+                ).fetchone()
+                if row is not None and row[0] != holder and row[1] > now:
+                    return False
+                conn.execute(
+                    "INSERT OR REPLACE INTO submit_leases (owner, endpoint_id, input_digest, holder, expires_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (*key, holder, now + ttl),
+                )
+                return True
+
+        def release(conn: sqlite3.Connection, now: float) -> None:
+            conn.execute(
+                "DELETE FROM submit_leases WHERE owner = ? AND endpoint_id = ? AND input_digest = ? AND holder = ?",
+                (*key, holder),
+            )
+
+        deadline = time.monotonic() + max_wait
+        delay = 0.02
+        waiting = False
+        while not await self._run(claim):
+            if not waiting and on_wait is not None:
+                await on_wait()
+            waiting = True
+            if time.monotonic() >= deadline:
+                raise LeaseBusyError(
+                    f"an identical request has been submitting from another fal-mcp process for over {max_wait:.0f}s"
+                )
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+        async def renew() -> None:
+            while True:
+                await anyio.sleep(ttl / 3)
+                try:
+                    await self._run(claim)
+                except LedgerError as exc:  # the next renewal may succeed; expiry is the fallback
+                    logger.warning("ledger.lease_renew_failed", error=str(exc))
+
+        failure: BaseException | None = None
+        async with anyio.create_task_group() as renewing:
+            renewing.start_soon(renew)
+            try:
+                yield
+            except BaseException as exc:  # re-raised below, outside the task group (no exception group)
+                failure = exc
+            finally:
+                renewing.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await self._run(release)
+                    except LedgerError as exc:
+                        logger.warning("ledger.lease_release_failed", error=str(exc))
+        if failure is not None:
+            raise failure
+
     # -- status --
 
     async def update_status(
@@ -685,12 +849,35 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     return conn
 
 
+def _damaged(exc: sqlite3.DatabaseError) -> bool:
+    detail = str(exc)
+    return "not a database" in detail or "malformed" in detail or "incompatible ledger" in detail
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename a damaged ledger (and its -wal/-shm) to ``<name>.damaged-<UTC time>``; nothing is deleted."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.damaged-{stamp}-{n}")
+        n += 1
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            source = path.with_name(path.name + suffix)
+            if source.exists():
+                source.rename(target.with_name(target.name + suffix))
+    except OSError as exc:
+        raise LedgerError(_advice(path, exc)) from exc
+    return target
+
+
 def _advice(path: Path, exc: BaseException) -> str:
     """A message that says what broke and what to do about it."""
     detail = str(exc) or type(exc).__name__
     if isinstance(exc, sqlite3.OperationalError) and "locked" in detail:
         hint = "another fal-mcp process is holding it; retry, or"
-    elif isinstance(exc, sqlite3.DatabaseError) and ("not a database" in detail or "malformed" in detail):
+    elif isinstance(exc, sqlite3.DatabaseError) and _damaged(exc):
         hint = "the file is damaged; move it away, or"
     else:
         hint = "check the directory's permissions and free space, or"

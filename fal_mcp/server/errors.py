@@ -59,6 +59,7 @@ NEXT_STEPS: dict[str, str] = {
     "fal_unavailable": "fal looks unavailable; call again in a minute.",
     "fal_error": "Read the error above; change the input or try another model.",
     "network": "Check the network, then call again.",
+    "busy": "Call again in a minute: it re-attaches to the other process's identical job instead of paying twice.",
     "submit_outcome_unknown": "Check jobs_list before submitting again; do not resubmit blindly (it may charge twice).",
     "internal": "Call it again; if it keeps failing, report the incident id.",
 }

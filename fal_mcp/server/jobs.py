@@ -9,8 +9,8 @@ ledger records it either way.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ import anyio
 
 from fal_mcp.fal import errors as fe
 from fal_mcp.fal.endpoint import EndpointId, check_request_id
+from fal_mcp.ledger import LeaseBusyError, LedgerError
 from fal_mcp.log import get_logger
 from fal_mcp.server.errors import ToolFailure
 from fal_mcp.server.progress import ProgressReporter
@@ -127,11 +128,35 @@ async def submit(
         raise
     if ledger is not None and intent is not None:
         with anyio.CancelScope(shield=True):
-            await ledger.attach_request_id(
-                intent, handle.request_id, status="IN_QUEUE", queue_position=getattr(handle, "queue_position", None)
-            )
+            try:
+                await ledger.attach_request_id(
+                    intent, handle.request_id, status="IN_QUEUE", queue_position=getattr(handle, "queue_position", None)
+                )
+            except LedgerError as exc:  # fal has the job: never lose its id to a busy ledger
+                log.error("ledger.attach_failed", request_id=handle.request_id, intent=intent, error=str(exc))
     log.info("job.submitted", tool=call.tool, endpoint_id=endpoint_id, request_id=handle.request_id)
     return handle
+
+
+@asynccontextmanager
+async def submit_lease(call: Call, endpoint_id: str, digest: str) -> AsyncIterator[None]:
+    """Across processes sharing the ledger, one identical submit at a time (see ``Ledger.submit_lease``)."""
+    if call.ledger is None:
+        yield
+        return
+
+    async def waiting() -> None:
+        await call.reporter.report("an identical call from another fal-mcp process is submitting; waiting for it")
+
+    try:
+        async with call.ledger.submit_lease(call.owner, endpoint_id, digest, on_wait=waiting):
+            yield
+    except LeaseBusyError as exc:
+        raise ToolFailure(
+            f"{exc}; nothing was submitted by this call. Call again in a minute: it will re-attach to that job "
+            "instead of paying twice (jobs_list shows it).",
+            kind="busy",
+        ) from None
 
 
 def _event_message(event: Any, outcome: WaitOutcome) -> str | None:

@@ -6,6 +6,7 @@ server; and the embedded emulator of ``--local`` starts only when a tool first n
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 import weakref
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 LOCAL_OWNER = "local"
+LEDGER_RETRY_SECONDS = 5.0  # an unavailable ledger is tried again this often
+LEDGER_BUSY_TIMEOUT = 5.0  # how long a ledger write waits for another process's lock
 LOCAL_EMULATOR_KEY = "local-emulator:offline-key"
 FAL_KEY_HEADER = "x-fal-key"  # a per-user caller's own fal key (HTTP)
 
@@ -57,8 +60,9 @@ class ServerState:
         self._per_user_clients: dict[str, FalClient] = {}
         self._ledger: Ledger | None = None
         self._ledger_error: str | None = None
-        self._ledger_opened = False
+        self._ledger_retry_at = 0.0  # monotonic time of the next attempt to open an unavailable ledger
         self._ledger_lock = anyio.Lock()
+        self.ledger_notice: str | None = None  # said once in jobs_list: e.g. a damaged file was moved aside
         self.emulator: EmulatorServer | None = None
         self._fetch_client: httpx2.AsyncClient | None = None
         self.started_at = time.time()
@@ -153,7 +157,18 @@ class ServerState:
         if owner in self._reconciled or self.background is None or fal.http.credentials is None:
             return
         self._reconciled.add(owner)
-        self.background.start_soon(self.reconcile_intents, fal, owner)
+        self.background.start_soon(self._reconcile_in_background, fal, owner)
+
+    async def _reconcile_in_background(self, fal: FalClient, owner: str) -> None:
+        """Reconciliation never takes the server down: a locked or unreadable ledger is logged, retried later."""
+        try:
+            if await self.ledger() is None:  # not open yet: try again once it is
+                self._reconciled.discard(owner)
+                return
+            await self.reconcile_intents(fal, owner)
+        except Exception as exc:
+            self._reconciled.discard(owner)  # the next call for this owner tries again
+            log.warning("reconcile.failed", error=str(exc) or type(exc).__name__, error_type=type(exc).__name__)
 
     async def reconcile_intents(self, fal: FalClient, owner: str) -> int:
         """Look each unresolved intent up in fal's request history: attach its id, or mark it failed/unknown.
@@ -195,20 +210,37 @@ class ServerState:
 
     # -- ledger ----------------------------------------------------------------------------------
     async def ledger(self) -> Ledger | None:
-        """The ledger, or ``None`` (with :attr:`ledger_error`) when it cannot be opened: jobs still run."""
-        if not self._ledger_opened:
-            async with self._ledger_lock:
-                if not self._ledger_opened:
-                    from fal_mcp.ledger import Ledger, LedgerError, default_ledger_path
+        """The ledger, or ``None`` (with :attr:`ledger_error`) when it cannot be opened: jobs still run.
 
-                    path = self.settings.ledger_path or default_ledger_path()
-                    try:
-                        self._ledger = await anyio.to_thread.run_sync(Ledger.open, path)
-                    except LedgerError as exc:
-                        self._ledger_error = str(exc)
-                        log.error("ledger.unavailable", error=str(exc))
-                    self._ledger_opened = True
+        A ledger that could not be opened (another process held its lock, the disk was full) is tried
+        again on a later call, at most every :data:`LEDGER_RETRY_SECONDS`, so the session gets it back
+        once it is available. A damaged file is moved aside (never deleted) and a fresh one started.
+        """
+        if self._ledger is None and time.monotonic() >= self._ledger_retry_at:
+            async with self._ledger_lock:
+                if self._ledger is None and time.monotonic() >= self._ledger_retry_at:
+                    await self._open_ledger()
         return self._ledger
+
+    async def _open_ledger(self) -> None:
+        from fal_mcp.ledger import Ledger, LedgerError, default_ledger_path
+
+        path = self.settings.ledger_path or default_ledger_path()
+        try:
+            opened = await anyio.to_thread.run_sync(
+                functools.partial(Ledger.open, path, busy_timeout=LEDGER_BUSY_TIMEOUT, recover_damaged=True)
+            )
+        except LedgerError as exc:
+            self._ledger_error = str(exc)
+            self._ledger_retry_at = time.monotonic() + LEDGER_RETRY_SECONDS
+            log.error("ledger.unavailable", error=str(exc), retry_in_s=LEDGER_RETRY_SECONDS)
+            return
+        self._ledger, self._ledger_error = opened, None
+        if opened.moved_aside is not None:
+            self.ledger_notice = (
+                f"the job ledger at {path} was damaged; it was moved to {opened.moved_aside} (nothing deleted) "
+                "and a new one started, so jobs from before are not listed"
+            )
 
     @property
     def ledger_error(self) -> str | None:

@@ -112,9 +112,13 @@ async def _reuse_or_submit(
 ) -> tuple[str, bool]:
     """(request_id, reattached): an identical running or recent job of this user, else a new submission.
 
-    Identical calls racing each other queue on one lock, so the second re-attaches to the first's job.
+    Identical calls racing each other queue on one lock, and on a lease in the ledger when they come from
+    different processes sharing it, so the second re-attaches to the first's job.
     """
-    async with call.state.submission_lock(call.owner, endpoint, prepared.digest):
+    async with (
+        call.state.submission_lock(call.owner, endpoint, prepared.digest),
+        jobs.submit_lease(call, endpoint, prepared.digest),
+    ):
         if not fresh and call.ledger is not None:
             window = call.state.settings.reuse_window_seconds
             earlier = await call.ledger.find_reusable(call.owner, endpoint, prepared.digest, window)
@@ -246,6 +250,7 @@ async def jobs_list(
     ledger = await state.ledger()
     if ledger is None:
         return JobsListOutput(jobs=[], ledger=f"the job ledger is unavailable: {state.ledger_error}")
+    notice, state.ledger_notice = state.ledger_notice, None
     records = await ledger.list(owner, status=status, endpoint_id=endpoint_id, limit=limit)
     return JobsListOutput(
         jobs=[
@@ -261,7 +266,8 @@ async def jobs_list(
                 error=r.error,
             )
             for r in records
-        ]
+        ],
+        ledger=notice,
     )
 
 
