@@ -153,8 +153,7 @@ async def submit_lease(call: Call, endpoint_id: str, digest: str) -> AsyncIterat
             yield
     except LeaseBusyError as exc:
         raise ToolFailure(
-            f"{exc}; nothing was submitted by this call. Call again in a minute: it will re-attach to that job "
-            "instead of paying twice (jobs_list shows it).",
+            f"{exc}; nothing was submitted by this call (jobs_list shows that job)",
             kind="busy",
         ) from None
 

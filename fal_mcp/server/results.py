@@ -265,13 +265,15 @@ def _not_saved(job: JobOutput, exc: Exception) -> Exception:
     if kind == "internal" or not job.request_id:
         return exc
     return ToolFailure(
-        f"the job completed (request {job.request_id}, already paid for) but its files were not saved: {message} "
-        f"Nothing is lost: fal keeps the result; call queue_result(request_id='{job.request_id}') for its output "
-        "and links, or repeat this fal_subscribe with a download_dir inside the allowed folders (an identical "
-        "call re-attaches without paying again).",
+        f"the job completed (request {job.request_id}, already paid for) but its files were not saved: {message}",
         kind=kind,
         request_id=job.request_id,
         endpoint_id=job.endpoint_id,
+        next_step=(
+            f"Nothing is lost: fal keeps the result. Call queue_result(request_id='{job.request_id}') for its output "
+            "and links, or repeat this fal_subscribe with a download_dir inside the allowed folders (an identical "
+            "call re-attaches without paying again)."
+        ),
     )
 
 
