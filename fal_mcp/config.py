@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from fal_mcp.fal.hosts import FalHosts
+from fal_mcp.naming import DEFAULT_TEMPLATE, NameTemplate, TemplateError
 
 
 class ConfigError(ValueError):
@@ -102,6 +103,10 @@ class Settings(BaseModel):
     max_upload_bytes: int = 1024 * 1024 * 1024
     max_download_bytes: int = 2 * 1024 * 1024 * 1024
     allow_private_urls: bool = False
+    # Saved files (download_dir)
+    file_name_template: str = Field(DEFAULT_TEMPLATE, description="Names of files saved into download_dir.")
+    provenance: bool = Field(True, description="Write endpoint, request id, seed, prompt and time into saved images.")
+    gallery: bool = Field(True, description="Keep an index.html gallery (and fal-gallery.json) in download_dir.")
     # State
     ledger_path: Path | None = None
     cache_dir: Path | None = None
@@ -128,6 +133,8 @@ class Settings(BaseModel):
             "max_upload_bytes": _env_int(env, "FAL_MCP_MAX_UPLOAD_BYTES", 1024**3, 1, 50 * 1024**3),
             "max_download_bytes": _env_int(env, "FAL_MCP_MAX_DOWNLOAD_BYTES", 2 * 1024**3, 1, 50 * 1024**3),
             "allow_private_urls": _env_bool(env, "FAL_MCP_ALLOW_PRIVATE_URLS", False),
+            "provenance": _env_bool(env, "FAL_MCP_PROVENANCE", True),
+            "gallery": _env_bool(env, "FAL_MCP_GALLERY", True),
             "local": _env_bool(env, "FAL_MCP_LOCAL", False),
             "emulator_time_scale": _env_float(env, "FAL_MCP_EMULATOR_TIME_SCALE", 1.0, 0.001, 100),
         }
@@ -139,6 +146,11 @@ class Settings(BaseModel):
         for name, key in (("FAL_MCP_LEDGER", "ledger_path"), ("FAL_MCP_CACHE_DIR", "cache_dir")):
             if env.get(name, "").strip():
                 values[key] = Path(env[name]).expanduser()
+        if env.get("FAL_MCP_FILE_NAME_TEMPLATE", "").strip():
+            try:
+                values["file_name_template"] = NameTemplate.parse(env["FAL_MCP_FILE_NAME_TEMPLATE"]).text
+            except TemplateError as exc:
+                raise ConfigError(f"FAL_MCP_FILE_NAME_TEMPLATE: {exc}") from None
         if env.get("FAL_MCP_CA_FILE", "").strip():
             values["ca_file"] = Path(env["FAL_MCP_CA_FILE"]).expanduser()
         try:

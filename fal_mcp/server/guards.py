@@ -30,9 +30,10 @@ import errno
 import mimetypes
 import os
 import re
+import secrets
 import stat
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -58,6 +59,7 @@ _MAX_COLLISIONS = 10_000
 _TRAILING_SEPARATOR = re.compile(r"[/\\]\.{0,2}$")  # "ok.txt/" or "ok.txt/." names a directory, not ok.txt
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+STAGING_PREFIX = ".fal-mcp-partial-"  # hidden files being written; they get their real name when complete
 _HAS_DIR_FD = hasattr(os, "O_DIRECTORY") and {os.open, os.mkdir, os.unlink} <= os.supports_dir_fd
 
 
@@ -174,6 +176,49 @@ class OutputDirectory:
                 raise GuardError(f"could not create {candidate} in {self.path}: {_os_reason(exc)}.") from None
             return self.path / candidate, os.fdopen(fd, "wb")
         raise GuardError(f"{self.path} already holds too many files named like {clean}. Choose another name or folder.")
+
+    def stage(self) -> tuple[str, BinaryIO]:
+        """A new hidden file to fill before it gets its real name with :meth:`publish` (or :meth:`replace`)."""
+        name = f"{STAGING_PREFIX}{secrets.token_hex(8)}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
+        fd = os.open(self._at(name), flags, 0o644, dir_fd=self._fd)
+        return name, os.fdopen(fd, "wb")
+
+    def publish(self, staged: str, file_name: str) -> Path:
+        """Give a complete staged file its name (as :meth:`create` picks it: never overwriting); its real path.
+
+        The name is reserved exclusively first, then the staged file is renamed over the empty
+        reservation, so the name never shows a half-written file.
+        """
+        path, reservation = self.create(file_name)
+        reservation.close()
+        self.replace(staged, path.name)
+        return path
+
+    def replace(self, staged: str, name: str) -> None:
+        """Atomically put a staged file in place of ``name`` (a link there is replaced, never followed)."""
+        os.replace(self._at(staged), self._at(name), src_dir_fd=self._fd, dst_dir_fd=self._fd)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """An exclusive lock on the directory, across processes, for a read-modify-write of a shared file."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; writes stay atomic, concurrent updates may lose one
+            yield
+            return
+        if self._fd is None:
+            yield
+            return
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def open_read(self, name: str) -> BinaryIO:
+        """Read a file this directory holds, refusing a link in its place."""
+        return os.fdopen(os.open(self._at(name), os.O_RDONLY | _NOFOLLOW | _CLOEXEC, dir_fd=self._fd), "rb")
 
     def remove(self, name: str) -> None:
         """Delete a file this directory holds (e.g. a half-written output); a missing one is fine."""

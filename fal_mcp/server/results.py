@@ -22,6 +22,7 @@ from fal_mcp.log import get_logger
 from fal_mcp.server.outputs import JobOutput, OutputFile
 
 if TYPE_CHECKING:
+    from fal_mcp.naming import NameTemplate
     from fal_mcp.server.guards import FilePolicy
     from fal_mcp.server.jobs import Call
 
@@ -194,46 +195,44 @@ async def check_download_dir(call: Call, download_dir: str) -> None:
     open_output_dir(output_policy(call, roots), download_dir, roots[0] if roots else Path.cwd()).close()
 
 
-async def save_files(call: Call, files: list[OutputFile], download_dir: str) -> None:
-    """Stream every output file into ``download_dir`` (inside the allowed roots), recording saved_path.
+async def save_files(
+    call: Call,
+    job: JobOutput,
+    download_dir: str,
+    *,
+    name_template: NameTemplate | None = None,
+    job_input: dict[str, Any] | None = None,
+) -> Path | None:
+    """Save every output file into ``download_dir`` (inside the allowed roots), recording saved_path.
 
     Files are created relative to the directory's descriptor (:class:`~fal_mcp.server.guards.OutputDirectory`),
-    so swapping the directory for a link mid-way cannot send a later file elsewhere.
+    so swapping the directory for a link mid-way cannot send a later file elsewhere. Naming, true
+    extensions, provenance and the gallery live in :mod:`fal_mcp.server.saving`; returns the gallery
+    page when it was updated.
     """
-    from dataclasses import replace
-
     from fal_mcp.server.guards import open_output_dir
-    from fal_mcp.server.netguard import fetch_url
+    from fal_mcp.server.saving import name_template as checked_template
+    from fal_mcp.server.saving import save_job
 
-    settings = call.state.settings
+    template = name_template or checked_template(None, call.state.settings.file_name_template)
     roots = await call.state.roots(call.ctx)
     with open_output_dir(output_policy(call, roots), download_dir, roots[0] if roots else Path.cwd()) as directory:
-        for f in files:
-            path, handle = directory.create(f.file_name or "output")
-            try:
-                with handle:
-                    if f.url.startswith("data:"):
-                        data = await _read_bytes(call, f.url, settings.max_download_bytes)
-                        await anyio.to_thread.run_sync(handle.write, data)
-                        size = len(data)
-                    else:
-                        client, url_policy = await call.state.fetch_client()
-                        fetched = await fetch_url(
-                            replace(url_policy, max_bytes=settings.max_download_bytes), client, f.url, dest=handle
-                        )
-                        size = fetched.size
-            except BaseException:
-                directory.remove(path.name)  # no half-written files left behind
-                raise
-            f.saved_path = str(directory.path / path.name)  # where it is now, even if the folder moved
-            f.size = f.size or size
+        return await save_job(call, job, directory, template=template, job_input=job_input)
 
 
-async def job_result(call: Call, job: JobOutput, *, download_dir: str | None = None) -> CallToolResult:
+async def job_result(
+    call: Call,
+    job: JobOutput,
+    *,
+    download_dir: str | None = None,
+    name_template: NameTemplate | None = None,
+    job_input: dict[str, Any] | None = None,
+) -> CallToolResult:
     job.files = find_files(job.output)
+    gallery = None
     if download_dir and job.files:
         try:
-            await save_files(call, job.files, download_dir)
+            gallery = await save_files(call, job, download_dir, name_template=name_template, job_input=job_input)
         except Exception as exc:
             raise _not_saved(job, exc) from exc
     job.output = shorten_data_uris(job.output)
@@ -250,6 +249,7 @@ async def job_result(call: Call, job: JobOutput, *, download_dir: str | None = N
                 size=f.size,
             )
         )
+    content.extend(saved_links(job.files, gallery))
     if call.state.settings.thumbnails:
         content.extend(await thumbnails(call, job.files))
     return CallToolResult(content=content, structured_content=job.model_dump(mode="json"))
@@ -275,6 +275,33 @@ def _not_saved(job: JobOutput, exc: Exception) -> Exception:
             "call re-attaches without paying again)."
         ),
     )
+
+
+def saved_links(files: list[OutputFile], gallery: Path | None) -> list[ResourceLink]:
+    """A ``file://`` link per saved file (the CDN link expires; this one does not), and the gallery page."""
+    links = [
+        ResourceLink(
+            type="resource_link",
+            uri=Path(f.saved_path).as_uri(),
+            name=Path(f.saved_path).name,
+            description="saved copy",
+            mime_type=f.content_type,
+            size=f.size,
+        )
+        for f in files
+        if f.saved_path
+    ]
+    if gallery is not None:
+        links.append(
+            ResourceLink(
+                type="resource_link",
+                uri=gallery.as_uri(),
+                name=gallery.name,
+                description="gallery of the jobs saved in this folder",
+                mime_type="text/html",
+            )
+        )
+    return links
 
 
 def pending_result(job: JobOutput) -> CallToolResult:

@@ -173,10 +173,10 @@ async def test_saving_refused_after_the_job_ran_keeps_its_request_id(
 
     real_save = results.save_files
 
-    async def swap_then_save(*args: Any) -> None:
+    async def swap_then_save(*args: Any, **kwargs: Any) -> None:
         os.rename(workdir / "out", workdir / "out-old")
         (workdir / "out").symlink_to(outside)
-        await real_save(*args)
+        await real_save(*args, **kwargs)
 
     monkeypatch.setattr(results, "save_files", swap_then_save)
     data = {"prompt": "paid then refused", "seed": 13}

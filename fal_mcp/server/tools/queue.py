@@ -10,11 +10,13 @@ from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
 from fal_mcp.fal import errors as fe
+from fal_mcp.naming import NameTemplate
 from fal_mcp.server import jobs, results
 from fal_mcp.server.errors import ToolFailure, tool_errors
 from fal_mcp.server.inputs import PreparedInput, finalize_input, plan_input, prepare_input
 from fal_mcp.server.jobs import Call
 from fal_mcp.server.outputs import CancelOutput, JobOutput, JobsListOutput, JobSummary, StatusOutput, SubmitOutput
+from fal_mcp.server.saving import name_template
 
 PAID = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
@@ -29,6 +31,11 @@ WaitArg = Annotated[float | None, Field(ge=0, le=3600, description="Max seconds 
 Priority = Annotated[Literal["normal", "low"] | None, Field(description="Queue priority")]
 Hint = Annotated[str | None, Field(description="Runner routing hint")]
 StartTimeout = Annotated[float | None, Field(gt=1, description="Seconds the job may wait to start")]
+DownloadDir = Annotated[str | None, Field(description="Save output files into this directory")]
+NameTemplateArg = Annotated[
+    str | None,
+    Field(description="Saved file names; fields {endpoint} {request_id} {index} {ext} {seed} {date} {time} {name}"),
+]
 
 
 def _wait_seconds(call: Call, requested: float | None) -> float:
@@ -44,6 +51,8 @@ async def _finish_or_report(
     cost: float | None = None,
     reattached: bool = False,
     download_dir: str | None = None,
+    name_template: NameTemplate | None = None,
+    job_input: dict[str, Any] | None = None,
 ) -> CallToolResult:
     outcome = await jobs.wait(call, endpoint_id, request_id, wait_seconds)
     if not outcome.done:
@@ -70,7 +79,9 @@ async def _finish_or_report(
         cost_estimate_usd=cost,
         reattached=reattached,
     )
-    return await results.job_result(call, job, download_dir=download_dir)
+    return await results.job_result(
+        call, job, download_dir=download_dir, name_template=name_template, job_input=job_input
+    )
 
 
 @tool_errors
@@ -83,19 +94,27 @@ async def fal_subscribe(
     hint: Hint = None,
     start_timeout: StartTimeout = None,
     fresh: Annotated[bool, Field(description="Pay for a new run even if an identical job exists")] = False,
-    download_dir: Annotated[str | None, Field(description="Save output files into this directory")] = None,
+    download_dir: DownloadDir = None,
+    file_name_template: NameTemplateArg = None,
 ) -> Annotated[CallToolResult, JobOutput]:
     """Run a model: submit, stream progress, wait up to wait_seconds. If not done by then, returns the
     request_id (the job keeps running; call queue_result). Local file paths in file fields are uploaded."""
     endpoint = jobs.parse_endpoint(endpoint_id)
     call = await Call.start(ctx, "fal_subscribe")
+    template = name_template(file_name_template, call.state.settings.file_name_template)
     if download_dir:  # a refused folder must refuse the call before it is paid for
         await results.check_download_dir(call, download_dir)
     prepared = await plan_input(call.fal, call.state.settings, endpoint, input, roots=await call.state.roots(ctx))
     options = {"priority": priority, "hint": hint, "start_timeout": start_timeout}
     request_id, reattached = await _reuse_or_submit(call, endpoint, prepared, fresh=fresh, **options)
     finish = functools.partial(
-        _finish_or_report, call, endpoint, wait_seconds=_wait_seconds(call, wait_seconds), download_dir=download_dir
+        _finish_or_report,
+        call,
+        endpoint,
+        wait_seconds=_wait_seconds(call, wait_seconds),
+        download_dir=download_dir,
+        name_template=template,
+        job_input=prepared.data,
     )
     try:
         return await finish(request_id, reattached=reattached, cost=prepared.cost_estimate_usd)
@@ -209,11 +228,21 @@ async def queue_result(
     request_id: RequestIdArg,
     endpoint_id: OptionalEndpoint = None,
     wait_seconds: WaitArg = None,
+    download_dir: DownloadDir = None,
+    file_name_template: NameTemplateArg = None,
 ) -> Annotated[CallToolResult, JobOutput]:
     """Wait (bounded, with progress) for a queued job and return its output, or its status if still running."""
     call = await Call.start(ctx, "queue_result")
+    template = name_template(file_name_template, call.state.settings.file_name_template)
     request_id, endpoint = await jobs.resolve_endpoint(call, request_id, endpoint_id)
-    return await _finish_or_report(call, endpoint, request_id, wait_seconds=_wait_seconds(call, wait_seconds))
+    return await _finish_or_report(
+        call,
+        endpoint,
+        request_id,
+        wait_seconds=_wait_seconds(call, wait_seconds),
+        download_dir=download_dir,
+        name_template=template,
+    )
 
 
 @tool_errors
