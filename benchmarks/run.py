@@ -43,7 +43,12 @@ def summary_rows() -> list[list[str]]:
         )
     if tools := _load("tool_list"):
         rows.append(
-            ["2 tool list the model reads", f"{tools['model_reads_bytes']} B", tools["target"], _verdict(tools["met"])]
+            [
+                "2 tool list: model reads / whole",
+                f"{tools['model_reads_bytes']} B / {tools['full_tools_list_bytes']} B",
+                f"{tools['target']} / {tools.get('whole_target', '-')}",
+                _verdict(tools["met"]),
+            ]
         )
     if completion := _load("completion"):
         for row in completion["latency"]:

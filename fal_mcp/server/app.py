@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import Tool
+from mcp.types import Icon, Tool
 
 from fal_mcp import __version__
 from fal_mcp.config import Settings
@@ -17,6 +17,21 @@ from fal_mcp.fal.auth import FalCredentials, optional_credentials
 from fal_mcp.server.state import ServerState
 
 SERVER_NAME = "fal"
+
+# The server's icon for host UIs: a small SVG inlined as a data URI (no network fetch, works offline).
+ICON_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64"><rect width="64" height="64" rx="14" fill="#111"/>'
+    '<text x="32" y="42" font-family="Helvetica,Arial,sans-serif" font-size="26" font-weight="700" fill="#fff" '
+    'text-anchor="middle">fal</text></svg>'
+)
+
+
+def server_icons() -> list[Icon]:
+    import base64
+
+    data = base64.b64encode(ICON_SVG.encode()).decode()
+    return [Icon(src=f"data:image/svg+xml;base64,{data}", mime_type="image/svg+xml", sizes=["any"])]
+
 
 INSTRUCTIONS = """\
 fal.ai models (image, video, audio, LLM) as tools. Find a model with model_search, read its inputs with \
@@ -53,6 +68,39 @@ def compact_schema(schema: Any) -> Any:
     return out
 
 
+def compact_output_schema(schema: Any) -> Any:
+    """The output schema without pydantic's noise, still admitting exactly the same values.
+
+    Clients validate ``structuredContent`` against it (the TypeScript SDK does), so nullability stays:
+    ``anyOf: [{type: X}, {type: null}]`` becomes ``type: [X, "null"]``; titles and defaults (annotations
+    that never change validation) go.
+    """
+    if isinstance(schema, list):
+        return [compact_output_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in ("title", "default"):
+            continue
+        if key in ("properties", "$defs") and isinstance(value, dict):
+            out[key] = {name: compact_output_schema(prop) for name, prop in value.items()}
+        else:
+            out[key] = compact_output_schema(value)
+    variants = out.get("anyOf")
+    if isinstance(variants, list) and variants and all(isinstance(v, dict) and set(v) == {"type"} for v in variants):
+        types = [v["type"] for v in variants]
+        if all(isinstance(t, str) for t in types):
+            del out["anyOf"]
+            out["type"] = types[0] if len(types) == 1 else types
+    return out
+
+
+def one_paragraph(text: str | None) -> str | None:
+    """A docstring as the model should read it: no source indentation or hard line breaks."""
+    return " ".join(text.split()) if text else text
+
+
 class FalMCPServer(MCPServer):
     """``MCPServer`` with compact input schemas (the model reads the whole tool list) and lazy registration.
 
@@ -75,7 +123,16 @@ class FalMCPServer(MCPServer):
         """The tool list as registration really produces it (compacted), bypassing the snapshot."""
         self.ensure_tools()
         tools = await super().list_tools()
-        return [t.model_copy(update={"input_schema": compact_schema(t.input_schema)}) for t in tools]
+        return [
+            t.model_copy(
+                update={
+                    "description": one_paragraph(t.description),
+                    "input_schema": compact_schema(t.input_schema),
+                    "output_schema": compact_output_schema(t.output_schema),
+                }
+            )
+            for t in tools
+        ]
 
     async def list_tools(self) -> list[Tool]:
         if self._listed is None:
@@ -147,6 +204,7 @@ def build_server(
         version=__version__,
         instructions=INSTRUCTIONS,
         website_url="https://fal.ai",
+        icons=server_icons(),
         lifespan=lifespan,
     )
     return server

@@ -67,6 +67,37 @@ async def test_what_the_model_reads_fits_in_8_kb(server: FalMCPServer) -> None:
     assert size <= 8 * 1024, f"tool list costs {size} bytes"
 
 
+async def test_the_whole_tool_list_fits_in_20_kb(server: FalMCPServer, mode: str) -> None:
+    """Output schemas and annotations too: hosts load the whole list; no pydantic titles, no docstring indents."""
+    async with Client(server, mode=mode) as client:
+        tools = (await client.list_tools()).tools
+    whole = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in tools]
+    size = len(json.dumps({"tools": whole}, separators=(",", ":")).encode())
+    assert size <= 20 * 1024, f"tools/list is {size} bytes"
+    for tool in tools:
+        assert "\n" not in (tool.description or ""), tool.name
+        assert '"title"' not in json.dumps(tool.output_schema), tool.name
+
+
+def test_compact_output_schemas_admit_exactly_what_pydantic_does() -> None:
+    """Compaction keeps nullability and required fields: clients validate structuredContent against it."""
+    import jsonschema
+
+    from fal_mcp.server.app import compact_output_schema
+    from fal_mcp.server.outputs import JobOutput, OutputFile
+
+    schema = compact_output_schema(JobOutput.model_json_schema())
+    sparse = JobOutput(status="IN_QUEUE", endpoint_id="a/b").model_dump(mode="json")
+    full = JobOutput(
+        status="COMPLETED", endpoint_id="a/b", request_id="r", output={"x": [1]}, files=[OutputFile(url="https://x")]
+    ).model_dump(mode="json")
+    for valid in (sparse, full):
+        jsonschema.validate(valid, schema)
+    for invalid in ({**sparse, "status": "DONE"}, {**sparse, "request_id": 5}, {"status": "IN_QUEUE"}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(invalid, schema)
+
+
 async def test_required_arguments(server: FalMCPServer) -> None:
     async with Client(server) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
@@ -91,3 +122,16 @@ async def test_first_list_comes_from_the_snapshot_without_registering(server: Fa
         assert len(tools) == 12 and not server._registered
         result = await client.call_tool("jobs_list", {})
         assert not result.is_error and server._registered
+
+
+async def test_server_icon_and_claude_code_result_limit(server: FalMCPServer, mode: str) -> None:
+    """Hosts show the icon (an inline data URI: no fetch); Claude Code lets a full model_schema through."""
+    import base64
+
+    async with Client(server, mode=mode) as client:
+        icons = client.server_info.icons
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert icons and icons[0].mime_type == "image/svg+xml"
+    header, _, data = icons[0].src.partition(",")
+    assert header == "data:image/svg+xml;base64" and base64.b64decode(data).startswith(b"<svg")
+    assert tools["model_schema"].meta == {"anthropic/maxResultSizeChars": 100_000}

@@ -13,6 +13,8 @@ from fal_mcp.server.jobs import parse_endpoint
 from fal_mcp.server.outputs import FieldSummary, ModelHit, ModelSchemaOutput, ModelSearchOutput
 from fal_mcp.server.state import ServerState
 
+MAX_RESULT_SIZE_KEY = "anthropic/maxResultSizeChars"
+MAX_SCHEMA_RESULT_CHARS = 100_000  # fal's largest real model documents are ~20 KB; text and structured both carry them
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
 
 
@@ -126,4 +128,10 @@ async def model_schema(
 
 def register(server: MCPServer) -> None:
     server.add_tool(model_search, title="Search fal models", annotations=READ_ONLY)
-    server.add_tool(model_schema, title="fal model schema", annotations=READ_ONLY)
+    # Claude Code reads this from the tool's _meta: a full schema (full=true) may pass its default result limit.
+    server.add_tool(
+        model_schema,
+        title="fal model schema",
+        annotations=READ_ONLY,
+        meta={MAX_RESULT_SIZE_KEY: MAX_SCHEMA_RESULT_CHARS},
+    )
