@@ -460,6 +460,8 @@ def _summary(console: Console, demo: Demo | None, seconds: float, jobs_seen: int
     if demo and demo.saved:
         existing = [p for p in demo.saved if p.exists()]
         console.write(f"Files saved in {demo.shown(demo.output_dir)}/: " + ", ".join(p.name for p in existing))
+        if (demo.output_dir / "index.html").exists():
+            console.write(f"Gallery: open {demo.shown(demo.output_dir / 'index.html')} in a browser")
     for outcome in outcomes:
         if not outcome.ok:
             console.write(f"Failed: {outcome.name}: {outcome.detail}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import wave
@@ -145,3 +146,59 @@ def _check_all_listed(folder: Path, request_ids: list[str]) -> None:
     page = (folder / "index.html").read_text()
     assert all(rid in page for rid in request_ids)
     assert not [p for p in folder.iterdir() if p.name.startswith(".")], "no staging files left"
+
+
+async def test_a_symlink_in_place_of_the_page_is_neither_followed_nor_replaced(server, workdir: Path) -> None:
+    (workdir / "links").mkdir()
+    target = workdir / "elsewhere.html"
+    target.write_text("<p>not yours</p>")
+    (workdir / "links" / "index.html").symlink_to(target)
+    args = {"endpoint_id": "fal-ai/flux/dev", "input": {"prompt": "p"}, "download_dir": "links"}
+    async with Client(server) as client:
+        result = await call(client, "fal_subscribe", args)
+    assert not result.is_error, text_of(result)
+    _check_link_kept(workdir / "links" / "index.html", target)
+
+
+def _check_link_kept(link: Path, target: Path) -> None:
+    assert link.is_symlink() and target.read_text() == "<p>not yours</p>"
+    assert not (link.parent / "fal-gallery.json").exists()
+
+
+def test_an_edited_manifest_cannot_smuggle_links_or_markup(tmp_path: Path) -> None:
+    job = {"request_id": "r1", "endpoint_id": "fal-ai/x", "saved_at": "2026-01-01T00:00:00+00:00", "prompt": "<b>hi"}
+    files = [
+        {"name": "../../etc/passwd", "kind": "image"},
+        {"name": ".hidden.png", "kind": "image"},
+        {"name": 'a" onerror="alert(1).png', "kind": "image", "url": "javascript:alert(1)"},
+        {"name": "ok #1?.png", "kind": "image", "url": "https://v3.fal.media/files/ok.png"},
+    ]
+    raw = {"generator": "fal-mcp gallery", "version": 1, "jobs": [{**job, "files": files[2:]}, {**job, "files": files}]}
+    (tmp_path / "fal-gallery.json").write_text(json.dumps(raw))
+    with open_output_dir(FilePolicy(roots=(tmp_path,)), str(tmp_path), tmp_path) as out:
+        manifest = gallery._read_manifest(out)
+    assert len(manifest.jobs) == 1, "a record with a path for a name is dropped whole"
+    page = gallery.render(manifest)
+    assert "javascript:" not in page and 'onerror="' not in page and "<b>hi" not in page
+    assert 'src="ok%20%231%3F.png"' in page and 'src="a%22%20onerror%3D%22alert%281%29.png"' in page
+
+
+def test_provenance_and_size_never_decode_a_huge_image(tmp_path: Path) -> None:
+    """A PNG claiming 60000x60000 pixels (3.6 gigapixels) gets its metadata without a single pixel decoded."""
+    import struct
+    import zlib
+
+    from fal_mcp.server.provenance import Provenance, sniff, write_provenance
+    from fal_mcp.server.saving import _image_size
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 64)
+    huge = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    with (tmp_path / "huge.png").open("wb") as out:
+        assert write_provenance(io.BytesIO(huge), out, sniff(huge), Provenance("a/b", "r", "2026-01-01T00:00:00Z"))
+    with open_output_dir(FilePolicy(roots=(tmp_path,)), str(tmp_path), tmp_path) as out:
+        assert _image_size(out, "huge.png") == (None, None)  # refused as a bomb by its header, not decoded
+    assert (tmp_path / "huge.png").stat().st_size < 500
