@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from fal_mcp.emulator.faults import FaultConfig
 
 TIME_SCALE_ENV = "FAL_EMULATOR_TIME_SCALE"
+CATALOG_DIR_ENV = "FAL_EMULATOR_CATALOG_DIR"
 
 
 @dataclass
@@ -37,6 +38,8 @@ class EmulatorConfig:
     # Prompts containing one of these words fail with 422 ``content_policy_violation``.
     content_policy_words: tuple[str, ...] = ("forbidden",)
     faults: FaultConfig = field(default_factory=FaultConfig)
+    # More directories of fal OpenAPI documents (``*.json``/``*.json.gz``) to list beside the vendored ones.
+    catalog_dirs: tuple[str, ...] = ()
 
     def scaled(self, seconds: float) -> float:
         """Simulated seconds → real seconds."""
@@ -44,11 +47,13 @@ class EmulatorConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> EmulatorConfig:
-        """Defaults, then ``FAL_EMULATOR_TIME_SCALE`` / ``FAL_EMULATOR_FAULTS``, then explicit overrides."""
+        """Defaults, then ``FAL_EMULATOR_TIME_SCALE`` / ``_FAULTS`` / ``_CATALOG_DIR``, then explicit overrides."""
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         if env.get(TIME_SCALE_ENV, "").strip():
             values["time_scale"] = float(env[TIME_SCALE_ENV])
+        if dirs := [part for part in env.get(CATALOG_DIR_ENV, "").split(os.pathsep) if part.strip()]:
+            values["catalog_dirs"] = tuple(dirs)
         values["faults"] = FaultConfig.from_env(env)
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -1,6 +1,7 @@
-"""Per-model OpenAPI documents in fal's exact shape (``fal.ai/api/openapi/queue/openapi.json?endpoint_id=…``).
+"""Per-model OpenAPI documents (``fal.ai/api/openapi/queue/openapi.json?endpoint_id=…``).
 
-The layout, key order and wording follow fal's published documents: ``QueueStatus`` plus
+A real endpoint's document is fal's own, served verbatim (``catalog.py``). For the emulator's own
+models (``emulator/…``) one is built in fal's layout, key order and wording: ``QueueStatus`` plus
 ``<Pascal(id)>Input``/``Output`` (the id without its owner: ``fal-ai/flux/dev`` → ``FluxDev``) and the
 submit / status / cancel / result paths. ``servers`` names fal's real queue host, as fal's documents do.
 """
@@ -15,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from fal_mcp.emulator.catalog_data import CatalogModel, find
+from fal_mcp.emulator.catalog import CatalogEntry, find
 from fal_mcp.fal.endpoint import EndpointId
 from fal_mcp.fal.errors import InvalidEndpointIdError
 
@@ -72,12 +73,14 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-def build_openapi(model: CatalogModel, base: str | None = None) -> dict[str, Any]:
-    """The queue OpenAPI document of ``model`` (built-in or catalog-only).
+def build_openapi(model: CatalogEntry, base: str | None = None) -> dict[str, Any]:
+    """The queue OpenAPI document of a catalog entry: fal's own when there is one, else built.
 
-    ``base`` (this emulator's origin) only shapes ``thumbnailUrl``; playground and documentation links
-    stay fal's, since they are documentation, not API.
+    ``base`` (this emulator's origin) only shapes a built document's ``thumbnailUrl``; playground and
+    documentation links stay fal's, since they are documentation, not API.
     """
+    if model.document is not None:
+        return copy.deepcopy(dict(model.document.document))
     endpoint_id = model.info.endpoint_id
     prefix = schema_prefix(endpoint_id)
     input_name, output_name = f"{prefix}Input", f"{prefix}Output"

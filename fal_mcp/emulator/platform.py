@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from fal_mcp.emulator.catalog_data import BUILTIN_DATE, CatalogEntry, CatalogModel, catalog
+from fal_mcp.emulator.catalog import CatalogEntry, catalog
 from fal_mcp.emulator.openapi import build_openapi
 
 if TYPE_CHECKING:
@@ -29,8 +29,8 @@ MAX_LIMIT = 100
 DEFAULT_LIMIT = 50
 MAX_IDS = 50
 EXPANSIONS = ("openapi-3.0", "enterprise_status")
-# Units a typical call bills, for ``historical_api_price`` estimates (e.g. a 5-second video).
-TYPICAL_UNITS_PER_CALL = {"second": 5.0, "compute_second": 10.0, "minute": 1.0, "1k_characters": 1.0, "1k_tokens": 2.0}
+# Units a typical call bills, for ``historical_api_price`` estimates (e.g. a 5-second video); others 1.
+TYPICAL_UNITS_PER_CALL = {"seconds": 5.0, "compute seconds": 10.0, "tokens": 1000.0}
 # Where the emulator's webhooks come from: loopback (fal publishes its egress ranges here).
 WEBHOOK_IP_RANGES = ["127.0.0.1/32", "::1/128"]
 
@@ -125,11 +125,10 @@ def _parse_time(request: Request, name: str) -> float | None:
 # -- model search ------------------------------------------------------------------------------
 
 
-def metadata(model: CatalogModel, run_base: str, cdn_base: str) -> dict[str, Any]:
+def metadata(model: CatalogEntry, run_base: str, cdn_base: str) -> dict[str, Any]:
     """fal's ``metadata`` object for one model: every required key, optional ones only when meaningful."""
     info = model.info
-    entry = model if isinstance(model, CatalogEntry) else None
-    date = entry.date if entry else BUILTIN_DATE
+    date = model.date
     result: dict[str, Any] = {
         "display_name": info.display_name,
         "category": info.category,
@@ -140,7 +139,7 @@ def metadata(model: CatalogModel, run_base: str, cdn_base: str) -> dict[str, Any
         "is_favorited": None,
         "thumbnail_url": f"{cdn_base}/files/thumbnails/{info.endpoint_id.replace('/', '_')}.jpg",
         "model_url": f"{run_base}/{info.endpoint_id}",
-        "license_type": entry.license_type if entry else "commercial",
+        "license_type": model.license_type,
         "date": date,
         "highlighted": False,
         "kind": info.kind,
@@ -150,12 +149,12 @@ def metadata(model: CatalogModel, run_base: str, cdn_base: str) -> dict[str, Any
         result["duration_estimate"] = info.duration_estimate
     if model.supports_stream:
         result["stream_url"] = f"{run_base}/{info.endpoint_id}/stream"
-    if entry and entry.related:
-        result["inference_endpoint_ids" if info.kind == "training" else "training_endpoint_ids"] = list(entry.related)
+    if model.related:
+        result["inference_endpoint_ids" if info.kind == "training" else "training_endpoint_ids"] = list(model.related)
     return result
 
 
-def _matches(model: CatalogModel, words: list[str], category: str | None, status: str | None) -> bool:
+def _matches(model: CatalogEntry, words: list[str], category: str | None, status: str | None) -> bool:
     info = model.info
     if category and info.category != category:
         return False
@@ -200,8 +199,13 @@ async def _search(state: EmulatorState, request: Request) -> JSONResponse:
 # -- pricing -----------------------------------------------------------------------------------
 
 
-def _priced(state: EmulatorState, ids: Iterable[str]) -> list[CatalogModel]:
-    by_id = {model.info.endpoint_id: model for model in catalog(state)}
+def _price_list(state: EmulatorState) -> dict[str, CatalogEntry]:
+    """The listed endpoints that have a price (one without is unknown to pricing, like an unknown id)."""
+    return {model.info.endpoint_id: model for model in catalog(state) if model.info.unit_price is not None}
+
+
+def _priced(state: EmulatorState, ids: Iterable[str]) -> list[CatalogEntry]:
+    by_id = _price_list(state)
     if missing := [i for i in ids if i not in by_id]:
         raise PlatformError(404, "not_found", f"Endpoint(s) not found: {', '.join(missing)}")
     return [by_id[i] for i in ids]
@@ -212,7 +216,7 @@ async def _pricing(state: EmulatorState, request: Request) -> JSONResponse:
     and only a batch in which no id is known is a 404."""
     _require_key(state, request)
     ids = _ids(request, required=True)
-    by_id = {model.info.endpoint_id: model for model in catalog(state)}
+    by_id = _price_list(state)
     models = [by_id[i] for i in ids if i in by_id]
     if not models:
         raise PlatformError(404, "not_found", f"Endpoint(s) not found: {', '.join(ids)}")
@@ -246,8 +250,8 @@ async def _estimate(state: EmulatorState, request: Request) -> JSONResponse:
         if isinstance(quantity, bool) or not isinstance(quantity, int if calls else int | float) or quantity <= 0:
             kind = "integer" if calls else "number"
             raise _invalid(f"{model.info.endpoint_id}: {field} must be a positive {kind}")
-        units = quantity * TYPICAL_UNITS_PER_CALL.get(model.info.unit, 1.0) if calls else quantity
-        total += model.info.unit_price * units
+        units = quantity * TYPICAL_UNITS_PER_CALL.get(str(model.info.unit), 1.0) if calls else quantity
+        total += (model.info.unit_price or 0.0) * units
     return JSONResponse({"estimate_type": estimate_type, "total_cost": round(total, 6), "currency": "USD"})
 
 

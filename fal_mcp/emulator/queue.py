@@ -340,20 +340,24 @@ class QueueEngine:
 
     # -- status bodies -------------------------------------------------------------------------
 
-    def status_body(self, record: QueueRecord, logs: list[dict[str, Any]] | None, *, streaming: bool = False) -> dict:
-        """fal's QueueStatus: ``queue_position`` while queued, ``logs`` (list or null) once started."""
+    def status_body(self, record: QueueRecord, logs: list[dict[str, Any]] | None) -> dict:
+        """fal's QueueStatus: every key its schema names — ``logs`` (list, or null unless asked for) and
+        ``metrics`` (``{}`` until completion) always, ``queue_position`` while queued.
+
+        A failed request's ``error``/``error_type`` appear only for request errors (timeouts, cancellation,
+        runner failures); a model's own error (a 422 ``detail`` list, a 404 path) is only at the result.
+        """
         body: dict[str, Any] = {"status": record.status, "request_id": record.request_id, **record.urls()}
         if record.status == IN_QUEUE:
             body["queue_position"] = self.position(record)
-        else:
-            body["logs"] = logs
+        body["logs"] = logs
+        body["metrics"] = {}
         if record.status == COMPLETED:
             started, completed = record.started_at, record.completed_at
-            body["metrics"] = {"inference_time": completed - started} if started and completed else {}
-            if record.error is not None:
+            if started and completed:
+                body["metrics"] = {"inference_time": completed - started}
+            if record.error_type is not None:
                 body["error"], body["error_type"] = record.error, record.error_type
-        elif streaming:
-            body["metrics"] = {}
         return body
 
 
@@ -420,7 +424,7 @@ async def status_stream(request: Request, state: EmulatorState, record: QueueRec
             sent_logs = len(record.logs)
             key = (record.status, state.queue.position(record))
             if key != last or (with_logs and new_logs):
-                body = state.queue.status_body(record, new_logs if with_logs else None, streaming=True)
+                body = state.queue.status_body(record, new_logs if with_logs else None)
                 yield f"data: {json.dumps(body)}\n\n"
                 last = key
             if record.status == COMPLETED:

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from fal_mcp.digest import input_digest
+from fal_mcp.emulator.catalog import RUNS_OFFLINE_TAG, catalog, match, runnable_ids
 from fal_mcp.emulator.models import EmulatedModel, ModelError, app_of
 from fal_mcp.emulator.models.base import error_detail, request_error
 from fal_mcp.log import get_logger
@@ -58,11 +59,30 @@ class Target:
     subpath: str  # what follows the model's endpoint id (e.g. "stream"); "" for the model itself
 
 
+def not_runnable(state: EmulatorState, endpoint_id: str) -> GatewayError:
+    """404 for a listed endpoint that has no offline stand-in: says so, and names the ones that run."""
+    model = state.models.get(endpoint_id)
+    reason = (model.unavailable_reason if model is not None else None) or (
+        "the emulator serves fal's real schema, price and metadata for it, but has no offline stand-in"
+    )
+    detail = (
+        f"{endpoint_id} is not runnable in the offline emulator: {reason}. Models that run offline: "
+        f"{', '.join(runnable_ids(state))} (model_search lists them with the tag '{RUNS_OFFLINE_TAG}')."
+    )
+    return GatewayError(404, {"detail": detail})
+
+
 def resolve(state: EmulatorState, path: str) -> Target:
-    """Route ``path`` like fal's gateway: unknown apps are 404 here; unknown sub-paths are the runner's 404."""
+    """Route ``path`` like fal's gateway: unknown apps are 404 here; unknown sub-paths are the runner's 404.
+
+    A listed endpoint that cannot run offline is refused here too, before anything is queued.
+    """
     path = path.strip("/")
+    entry = match(catalog(state), path)
+    if entry is not None and not entry.runnable:
+        raise not_runnable(state, entry.info.endpoint_id)
     app = app_of(path)
-    if app is None or not state.models.by_app(app):
+    if app is None or not any(model.available for model in state.models.by_app(app)):
         alias = path.split("/")[1] if path.count("/") >= 1 else path
         raise GatewayError(404, {"detail": f'Application "{alias}" not found'})
     model = state.models.get(path)

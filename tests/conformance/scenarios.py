@@ -17,7 +17,7 @@ from typing import Any
 from PIL import Image
 
 from fal_mcp.emulator.config import EmulatorConfig
-from fal_mcp.emulator.models.any_llm import MODELS, answer
+from fal_mcp.emulator.models.llm import reply
 
 KEY = "conformance-key-id:conformance-key-secret"
 KEY_ID = "conformance-key-id"
@@ -84,14 +84,9 @@ RUN = Call(
 )
 RUN_IMAGE = {"width": 64, "height": 48, "content_type": "image/png"}
 STREAM = Call(
-    "fal-ai/any-llm",
-    {"prompt": "conformance stream"},
-    output={
-        "output": answer(MODELS[0], "conformance stream", None),
-        "reasoning": None,
-        "partial": False,
-        "error": None,
-    },
+    "openrouter/router",
+    {"prompt": "conformance stream", "model": "google/gemini-2.5-flash"},
+    output=reply({"prompt": "conformance stream", "model": "google/gemini-2.5-flash"}),
 )
 
 # -- storage -------------------------------------------------------------------------------------
@@ -119,7 +114,13 @@ MULTIPART_DATA = random.Random(20261124).randbytes(10 * MiB + 123)
 
 REALTIME = Call(
     "fal-ai/fast-lcm-diffusion",
-    {"prompt": "a lighthouse at night", "image_size": {"width": 32, "height": 32}, "seed": 5, "format": "png"},
+    {
+        "prompt": "a lighthouse at night",
+        "image_size": {"width": 32, "height": 32},
+        "seed": 5,
+        "format": "png",
+        "sync_mode": False,
+    },
 )
 REALTIME_IMAGE = {"width": 32, "height": 32, "content_type": "image/png"}
 

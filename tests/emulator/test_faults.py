@@ -127,7 +127,11 @@ async def test_sse_break_cuts_a_model_stream(make_emulator: MakeEmulator) -> Non
     async with client_for(server) as http:
         events = []
         with pytest.raises(httpx2.RemoteProtocolError):
-            async with http.sse("/run/fal-ai/any-llm/stream", method="POST", json={"prompt": "cut"}) as source:
+            async with http.sse(
+                "/run/openrouter/router/stream",
+                method="POST",
+                json={"prompt": "cut", "model": "google/gemini-2.5-flash"},
+            ) as source:
                 async for event in source:
                     events.append(event.json())
     assert len(events) == 1 and events[0]["partial"] is True

@@ -15,6 +15,7 @@ from fal_mcp.emulator.models import default_registry
 from fal_mcp.emulator.models.imaging import IMAGE_SIZES
 from fal_mcp.emulator.server import EmulatorServer
 from tests.emulator.conftest import MakeEmulator, client_for, submit, wait_completed
+from tests.realdata import openapi_doc, openapi_index
 
 pytestmark = pytest.mark.anyio
 
@@ -137,7 +138,7 @@ async def test_image_to_image_reads_files_stored_on_the_emulator(
     body = await submit(
         client,
         "fal-ai/flux/dev/image-to-image",
-        {"image_url": url, "prompt": "greener", "strength": 0.01, "num_inference_steps": 4},
+        {"image_url": url, "prompt": "greener", "strength": 0.01, "num_inference_steps": 10},
     )
     final = await wait_completed(client, body["status_url"])
     assert final["logs"][0]["message"].startswith("Loaded input image 40x30")
@@ -161,22 +162,28 @@ async def test_image_to_image_download_and_decode_failures(client: httpx2.AsyncC
     assert not_image.status_code == 422 and not_image.json()["detail"][0]["type"] == "image_load_error"
 
 
-async def test_any_llm_is_deterministic(client: httpx2.AsyncClient) -> None:
-    first = await run(client, "fal-ai/any-llm", {"prompt": "Why is the sky blue?"})
-    second = await run(client, "fal-ai/any-llm", {"prompt": "Why is the sky blue?"})
-    other = await run(client, "fal-ai/any-llm", {"prompt": "Why is the sky blue?", "model": "openai/gpt-4o"})
+async def test_llm_is_deterministic_and_reports_usage(client: httpx2.AsyncClient) -> None:
+    ask = {"prompt": "Why is the sky blue?", "model": "google/gemini-2.5-flash"}
+    first = await run(client, "openrouter/router", ask)
+    second = await run(client, "openrouter/router", ask)
+    other = await run(client, "openrouter/router", {**ask, "model": "openai/gpt-4.1"})
     assert first == second and first["output"] != other["output"]
     assert first["output"].startswith('You asked: "Why is the sky blue?".')
     assert (first["partial"], first["error"], first["reasoning"]) == (False, None, None)
+    usage = first["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0 and usage["cost"] > 0
+    short = await run(client, "openrouter/router", {**ask, "max_tokens": 3, "system_prompt": None})
+    assert len(short["output"].split()) == 3
 
 
 async def test_fast_lcm_diffusion_is_quick_and_small(client: httpx2.AsyncClient) -> None:
-    output = await run(client, "fal-ai/fast-lcm-diffusion", {"prompt": "a frame", "sync_mode": True, "seed": 1})
+    output = await run(client, "fal-ai/fast-lcm-diffusion", {"prompt": "a frame", "seed": 1})
+    assert output["images"][0]["url"].startswith("data:image/jpeg;base64,")  # fal's default: sync_mode true
     picture = await fetch_image(client, output["images"][0]["url"])
-    assert picture.size == (512, 512) and output["timings"]["inference"] < 1
+    assert picture.size == (1024, 1024) and output["timings"]["inference"] < 1  # square_hd
     assert default_registry().get("fal-ai/fast-lcm-diffusion").supports_realtime  # type: ignore[union-attr]
-    steps = await client.post("/run/fal-ai/fast-lcm-diffusion", json={"prompt": "p", "num_inference_steps": 9})
-    assert steps.json()["detail"][0]["ctx"] == {"le": 8}
+    steps = await client.post("/run/fal-ai/fast-lcm-diffusion", json={"prompt": "p", "num_inference_steps": 33})
+    assert steps.json()["detail"][0]["ctx"] == {"le": 32}
 
 
 async def test_slow_fails_with_the_requested_error_type(client: httpx2.AsyncClient) -> None:
@@ -214,7 +221,7 @@ async def test_strict_reports_every_rule(client: httpx2.AsyncClient) -> None:
     }
 
 
-def test_schemas_are_fal_shaped() -> None:
+def test_models_of_real_endpoints_speak_fals_documents() -> None:
     registry = default_registry()
     assert registry.get("fal-ai/flux/dev/image-to-image").info.endpoint_id == "fal-ai/flux/dev/image-to-image"  # type: ignore[union-attr]
     assert registry.get("fal-ai/flux/dev").info.endpoint_id == "fal-ai/flux/dev"  # type: ignore[union-attr]
@@ -223,16 +230,32 @@ def test_schemas_are_fal_shaped() -> None:
         "fal-ai/flux/dev",
         "fal-ai/flux/dev/image-to-image",
     }
+    real = {entry["endpoint_id"] for entry in openapi_index()}
     for model in registry.all():
         info = model.info
-        assert "emulated" in info.tags and info.unit and info.unit_price >= 0, info.endpoint_id
+        assert "emulated" in info.tags and "runs-offline" in info.tags and info.unit, info.endpoint_id
+        assert info.unit_price is not None and info.unit_price >= 0, info.endpoint_id
+        if info.endpoint_id.startswith("emulator/"):
+            continue  # the emulator's own test models
+        assert info.endpoint_id in real, info.endpoint_id
+        document = openapi_doc(info.endpoint_id)
+        schemas = document["components"]["schemas"]
+        assert model.components == schemas, info.endpoint_id
+        submit_ref = document["paths"][f"/{info.endpoint_id}"]["post"]["requestBody"]["content"]
+        assert model.input_schema == schemas[submit_ref["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
+
+
+def test_the_emulators_own_models_are_fal_shaped() -> None:
+    for model in default_registry().all():
+        if not model.info.endpoint_id.startswith("emulator/"):
+            continue
         for schema in (model.input_schema, model.output_schema):
             jsonschema.Draft7Validator.check_schema(schema)
             assert schema["title"] and schema["type"] == "object"
             refs = {p["$ref"] for p in _walk(schema) if "$ref" in p}
-            assert refs <= {f"#/components/schemas/{name}" for name in model.components}, info.endpoint_id
+            assert refs <= {f"#/components/schemas/{name}" for name in model.components}, model.info.endpoint_id
         order = model.input_schema["x-fal-order-properties"]
-        assert sorted(order) == sorted(model.input_schema["properties"]), info.endpoint_id
+        assert sorted(order) == sorted(model.input_schema["properties"]), model.info.endpoint_id
 
 
 def _walk(node: Any) -> list[dict[str, Any]]:

@@ -1,8 +1,11 @@
-"""Per-model OpenAPI documents over real HTTP, in fal's exact shape."""
+"""Per-model OpenAPI documents over real HTTP: fal's own for real endpoints, fal's shape for the emulator's."""
 
 from __future__ import annotations
 
+import gzip
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -11,6 +14,8 @@ import pytest
 
 from fal_mcp.emulator.openapi import schema_prefix
 from fal_mcp.emulator.server import EmulatorServer
+from tests.emulator.conftest import MakeEmulator, client_for
+from tests.realdata import openapi_doc, openapi_index
 
 pytestmark = pytest.mark.anyio
 
@@ -30,61 +35,71 @@ async def anonymous(emulator: EmulatorServer) -> AsyncIterator[httpx2.AsyncClien
         yield http
 
 
-async def test_flux_dev_document_has_fals_shape(anonymous: httpx2.AsyncClient, emulator: EmulatorServer) -> None:
-    response = await anonymous.get("/openapi/queue/openapi.json", params={"endpoint_id": "fal-ai/flux/dev"})
+async def test_every_real_endpoint_serves_fals_own_document(anonymous: httpx2.AsyncClient) -> None:
+    for entry in openapi_index():
+        endpoint = entry["endpoint_id"]
+        short = await anonymous.get("/openapi", params={"endpoint_id": endpoint})
+        long = await anonymous.get("/openapi/queue/openapi.json", params={"endpoint_id": endpoint})
+        assert short.status_code == long.status_code == 200, endpoint
+        assert short.json() == long.json() == openapi_doc(endpoint), endpoint
+
+
+async def test_the_emulators_own_model_gets_a_document_in_fals_shape(
+    anonymous: httpx2.AsyncClient, emulator: EmulatorServer
+) -> None:
+    """``emulator/strict`` has no fal document: one is built in the layout of fal's (compared with a real one)."""
+    response = await anonymous.get("/openapi/queue/openapi.json", params={"endpoint_id": "emulator/strict"})
     assert response.status_code == 200, response.text
     doc = response.json()
-    assert list(doc) == ["openapi", "info", "components", "paths", "servers", "security"]
-    assert doc["openapi"] == "3.0.4"
-    assert doc["info"]["title"] == "Queue OpenAPI for fal-ai/flux/dev"
-    assert doc["info"]["version"] == "1.0.0"
+    real = openapi_doc("fal-ai/flux/dev")
+    assert list(doc) == list(real)
+    assert doc["openapi"] == real["openapi"] and doc["servers"] == real["servers"]
+    assert doc["security"] == real["security"]
+    assert doc["components"]["securitySchemes"] == real["components"]["securitySchemes"]
+    assert doc["components"]["schemas"]["QueueStatus"] == real["components"]["schemas"]["QueueStatus"]
+    assert doc["info"]["title"] == "Queue OpenAPI for emulator/strict"
     meta = doc["info"]["x-fal-metadata"]
-    assert meta["endpointId"] == "fal-ai/flux/dev" and meta["category"] == "text-to-image"
-    assert meta["playgroundUrl"] == "https://fal.ai/models/fal-ai/flux/dev"
-    assert meta["documentationUrl"] == "https://fal.ai/models/fal-ai/flux/dev/api"
-    assert meta["thumbnailUrl"].startswith(emulator.base_url)
-    assert doc["servers"] == [{"url": "https://queue.fal.run"}]
-    assert doc["security"] == [{"apiKeyAuth": []}]
-    assert doc["components"]["securitySchemes"] == {
-        "apiKeyAuth": {"type": "apiKey", "in": "header", "name": "Authorization", "description": "Fal Key"}
-    }
+    assert meta["endpointId"] == "emulator/strict" and meta["thumbnailUrl"].startswith(emulator.base_url)
+    requests = "/emulator/strict/requests/{request_id}"
+    assert list(doc["paths"]) == [f"{requests}/status", f"{requests}/cancel", "/emulator/strict", requests]
+    assert [list(item) for item in doc["paths"].values()] == [list(item) for item in real["paths"].values()]
     schemas = doc["components"]["schemas"]
-    assert {"QueueStatus", "FluxDevInput", "FluxDevOutput", "Image", "ImageSize"} <= schemas.keys()
-    assert schemas["QueueStatus"]["required"] == ["status", "request_id"]
-    assert schemas["FluxDevInput"]["x-fal-order-properties"][0] == "prompt"
-    assert schemas["FluxDevInput"]["required"] == ["prompt"]
-
-    requests = "/fal-ai/flux/dev/requests/{request_id}"
-    assert list(doc["paths"]) == [f"{requests}/status", f"{requests}/cancel", "/fal-ai/flux/dev", requests]
-    submit = doc["paths"]["/fal-ai/flux/dev"]["post"]
+    submit = doc["paths"]["/emulator/strict"]["post"]
     assert submit["requestBody"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/FluxDevInput"
+        "$ref": "#/components/schemas/StrictInput"
     }
-    status = doc["paths"][f"{requests}/status"]["get"]
-    assert [p["name"] for p in status["parameters"]] == ["request_id", "logs"]
-    assert list(doc["paths"][f"{requests}/cancel"]) == ["put"]
-    result = doc["paths"][requests]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
-    assert result == {"$ref": "#/components/schemas/FluxDevOutput"}
     for ref in refs(doc):
         assert ref.removeprefix("#/components/schemas/") in schemas, ref
-
-    # The input schema is usable as is: a valid and an invalid input, refs resolved within the document.
-    validator = jsonschema.Draft7Validator({**schemas["FluxDevInput"], "components": doc["components"]})
-    assert validator.is_valid({"prompt": "a cat", "image_size": {"width": 512, "height": 512}})
-    assert not validator.is_valid({"prompt": "a cat", "image_size": "gigantic"})
-    assert not validator.is_valid({"image_size": "square"})
+    validator = jsonschema.Draft7Validator({**schemas["StrictInput"], "components": doc["components"]})
+    assert validator.is_valid({"prompt": "a cat"}) and not validator.is_valid({"prompt": "a"})
 
 
-async def test_both_urls_and_catalog_only_models(anonymous: httpx2.AsyncClient) -> None:
-    endpoint = "fal-ai/kling-video/v2.1/pro/image-to-video"
-    short = await anonymous.get("/openapi", params={"endpoint_id": endpoint})
-    long = await anonymous.get("/openapi/queue/openapi.json", params={"endpoint_id": endpoint})
-    assert short.status_code == long.status_code == 200
-    assert short.json() == long.json()
-    schemas = short.json()["components"]["schemas"]
-    assert {"KlingVideoV21ProImageToVideoInput", "KlingVideoV21ProImageToVideoOutput", "File"} <= schemas.keys()
-    for ref in refs(short.json()):
-        assert ref.removeprefix("#/components/schemas/") in schemas, ref
+async def test_any_real_document_dropped_into_a_catalog_dir_is_served(
+    make_emulator: MakeEmulator, tmp_path: Path
+) -> None:
+    """The rule, not the instance: a document the project has never seen (here: a real one under a new id,
+    gzipped, beside a file that is no document) is listed, priced as unknown, served verbatim, and refused
+    at submit with a clear reason."""
+    unseen = openapi_doc("fal-ai/veo3")
+    text = json.dumps(unseen).replace("fal-ai/veo3", "acme/veo-clone")
+    (tmp_path / "acme__veo-clone.json.gz").write_bytes(gzip.compress(text.encode()))
+    (tmp_path / "index.json").write_text("[]")
+    server = make_emulator(catalog_dirs=(str(tmp_path),))
+    async with client_for(server) as http:
+        served = await http.get("/openapi", params={"endpoint_id": "acme/veo-clone"})
+        assert served.status_code == 200 and served.json() == json.loads(text)
+        listed = (await http.get("/platform/models", params={"endpoint_id": "acme/veo-clone"})).json()["models"]
+        (model,) = listed
+        assert model["metadata"]["category"] == "video" or model["metadata"]["category"].endswith("video")
+        assert "catalog-only" in model["metadata"]["tags"]
+        assert model["metadata"]["description"].startswith("[Not runnable in the offline emulator")
+        priced = await http.get("/platform/models/pricing", params={"endpoint_id": "acme/veo-clone"})
+        assert priced.status_code == 404  # no price known: left out, like an unknown id
+        refused = await http.post("/queue/acme/veo-clone", json={"prompt": "a fox"})
+        assert refused.status_code == 404
+        assert refused.json()["detail"].startswith("acme/veo-clone is not runnable in the offline emulator")
+        assert "fal-ai/flux/dev" in refused.json()["detail"]
+    assert not server.state.submissions  # refused before anything was queued
 
 
 async def test_unknown_or_missing_endpoint(anonymous: httpx2.AsyncClient) -> None:

@@ -103,7 +103,8 @@ async def test_queue_position_is_real_under_the_concurrency_limit(make_emulator:
         assert (await http.get(first["status_url"])).json()["status"] == "IN_PROGRESS"
         statuses = [(await http.get(b["status_url"])).json() for b in (second, third)]
         assert [(s["status"], s["queue_position"]) for s in statuses] == [("IN_QUEUE", 0), ("IN_QUEUE", 1)]
-        assert "logs" not in statuses[0]
+        # Every key of fal's QueueStatus: logs (null unless asked for) and metrics ({} until done) throughout.
+        assert (statuses[0]["logs"], statuses[0]["metrics"]) == (None, {})
 
         assert (await http.put(first["cancel_url"])).status_code == 202
         await wait_completed(http, first["status_url"])
@@ -142,7 +143,7 @@ async def test_validation_error_replays_at_result(client: httpx2.AsyncClient) ->
     body = await submit(client, "emulator/strict", {"prompt": "x", "num_images": 9})
     final = await wait_completed(client, body["status_url"])
     assert final["status"] == "COMPLETED"
-    assert final["error"] == "String should have at least 3 characters"
+    assert "error" not in final and "error_type" not in final  # a model's 422 is only at the result
     result = await client.get(body["response_url"])
     assert result.status_code == 422
     detail = result.json()["detail"]
@@ -259,11 +260,27 @@ async def test_gateway_rejections(make_emulator: MakeEmulator, client: httpx2.As
 
 
 async def test_unknown_subpath_of_known_app_fails_at_result(client: httpx2.AsyncClient) -> None:
-    body = await submit(client, "fal-ai/flux/schnell", {"prompt": "x"})
+    body = await submit(client, "fal-ai/flux/unlisted", {"prompt": "x"})
     assert body["status_url"].endswith(f"/fal-ai/flux/requests/{body['request_id']}/status")
-    await wait_completed(client, body["status_url"])
+    final = await wait_completed(client, body["status_url"])
+    assert "error" not in final  # the runner's own 404: at the result only
     result = await client.get(body["response_url"])
-    assert (result.status_code, result.json()) == (404, {"detail": "Path /schnell not found"})
+    assert (result.status_code, result.json()) == (404, {"detail": "Path /unlisted not found"})
+
+
+async def test_a_listed_model_that_cannot_run_offline_is_refused_at_submit(
+    client: httpx2.AsyncClient, emulator: EmulatorServer
+) -> None:
+    before = sum(emulator.state.submissions.values())
+    for path in ("/queue/fal-ai/flux/schnell", "/run/fal-ai/flux/schnell", "/run/fal-ai/veo3/stream"):
+        refused = await client.post(path, json={"prompt": "x"})
+        assert refused.status_code == 404, path
+        detail = refused.json()["detail"]
+        assert detail.startswith(
+            f"{path.split('/', 2)[2].removesuffix('/stream')} is not runnable in the offline emulator"
+        )
+        assert "fal-ai/flux/dev" in detail and "runs-offline" in detail
+    assert sum(emulator.state.submissions.values()) == before  # nothing queued, nothing run
 
 
 async def test_requests_for_lists_history(make_emulator: MakeEmulator) -> None:

@@ -54,7 +54,7 @@ async def official(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) ->
 
 async def test_official_client_two_frames_two_results_in_order(official: fal_client.AsyncClient) -> None:
     async with official.realtime(LCM) as connection:
-        await connection.send({"prompt": "a red fox", "seed": 1, "request_id": "first"})
+        await connection.send({"prompt": "a red fox", "seed": 1, "request_id": "first", "sync_mode": False})
         await connection.send({"prompt": "a blue whale", "seed": 2, "request_id": "second"})
         first = await connection.recv()
         second = await connection.recv()

@@ -61,7 +61,11 @@ async def test_run_auth_and_body_errors(make_emulator: MakeEmulator, client: htt
 
 async def test_stream_sends_partials_then_final(client: httpx2.AsyncClient) -> None:
     events = []
-    async with client.sse("/run/fal-ai/any-llm/stream", method="POST", json={"prompt": "Tell me a story"}) as source:
+    async with client.sse(
+        "/run/openrouter/router/stream",
+        method="POST",
+        json={"prompt": "Tell me a story", "model": "google/gemini-2.5-flash"},
+    ) as source:
         assert source.response.status_code == 200
         assert uuid.UUID(source.response.headers["x-fal-request-id"])
         events = [event.json() async for event in source]
@@ -70,14 +74,16 @@ async def test_stream_sends_partials_then_final(client: httpx2.AsyncClient) -> N
     assert all(e["partial"] is True for e in partials) and final["partial"] is False and final["error"] is None
     outputs = [e["output"] for e in events]
     assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(outputs))
-    ran = await client.post("/run/fal-ai/any-llm", json={"prompt": "Tell me a story"})
+    ran = await client.post(
+        "/run/openrouter/router", json={"prompt": "Tell me a story", "model": "google/gemini-2.5-flash"}
+    )
     assert ran.json()["output"] == final["output"]
 
 
 async def test_stream_errors_before_the_stream_are_json(client: httpx2.AsyncClient) -> None:
-    invalid = await client.post("/run/fal-ai/any-llm/stream", json={"model": "gpt-0"})
+    invalid = await client.post("/run/openrouter/router/stream", json={"model": "gpt-0", "temperature": 9})
     assert invalid.status_code == 422 and invalid.headers["content-type"] == "application/json"
-    assert {d["type"] for d in invalid.json()["detail"]} == {"missing", "one_of"}
+    assert {d["type"] for d in invalid.json()["detail"]} == {"missing", "less_than_equal"}
     no_stream = await client.post("/run/emulator/strict/stream", json={"prompt": "abc"})
     assert (no_stream.status_code, no_stream.json()) == (404, {"detail": "Path /stream not found"})
 
@@ -145,18 +151,33 @@ async def test_run_and_stream_accept_a_jwt_for_their_app(emulator: EmulatorServe
         assert response.status_code == 200, response.text
         return response.json()
 
-    llm, other = await jwt("any-llm"), await jwt("flux")
+    llm, other = await jwt("router"), await jwt("flux")
     async with httpx2.AsyncClient(base_url=emulator.base_url) as anonymous:
-        stream = "/run/fal-ai/any-llm/stream"
-        async with anonymous.sse(stream, method="POST", params={"fal_jwt_token": llm}, json={"prompt": "hi"}) as events:
+        stream = "/run/openrouter/router/stream"
+        async with anonymous.sse(
+            stream,
+            method="POST",
+            params={"fal_jwt_token": llm},
+            json={"prompt": "hi", "model": "google/gemini-2.5-flash"},
+        ) as events:
             assert events.response.status_code == 200
             final = [event.json() async for event in events][-1]
         assert final["partial"] is False and final["output"].startswith('You asked: "hi"')
-        ran = await anonymous.post("/run/fal-ai/any-llm", params={"fal_jwt_token": llm}, json={"prompt": "hi"})
+        ran = await anonymous.post(
+            "/run/openrouter/router",
+            params={"fal_jwt_token": llm},
+            json={"prompt": "hi", "model": "google/gemini-2.5-flash"},
+        )
         assert ran.status_code == 200 and ran.json()["output"] == final["output"]
-        for token, reason in ((other, "token does not allow app 'any-llm'"), ("not.a.jwt", "malformed token")):
-            denied = await anonymous.post(stream, params={"fal_jwt_token": token}, json={"prompt": "hi"})
+        for token, reason in ((other, "token does not allow app 'router'"), ("not.a.jwt", "malformed token")):
+            denied = await anonymous.post(
+                stream, params={"fal_jwt_token": token}, json={"prompt": "hi", "model": "google/gemini-2.5-flash"}
+            )
             assert (denied.status_code, denied.json()) == (401, {"detail": f"invalid fal_jwt_token: {reason}"})
         # The queue does not take app tokens: a submit needs the key.
-        queued = await anonymous.post("/queue/fal-ai/any-llm", params={"fal_jwt_token": llm}, json={"prompt": "hi"})
+        queued = await anonymous.post(
+            "/queue/openrouter/router",
+            params={"fal_jwt_token": llm},
+            json={"prompt": "hi", "model": "google/gemini-2.5-flash"},
+        )
         assert queued.status_code == 401

@@ -25,7 +25,8 @@ from tests.fal.conftest import MakeEmulator, make_client
 
 pytestmark = pytest.mark.anyio
 
-LLM = "fal-ai/any-llm"
+LLM = "openrouter/router"
+LLM_MODEL = "google/gemini-2.5-flash"
 
 
 class _Streamer(EmulatedModel):
@@ -100,7 +101,7 @@ async def test_run_is_retried_only_when_fal_refused_it(make_emulator: MakeEmulat
 
 
 async def test_stream_yields_partials_then_the_final_output(fal: FalClient) -> None:
-    events = await stream_all(fal, LLM, {"prompt": "hello stream"})
+    events = await stream_all(fal, LLM, {"prompt": "hello stream", "model": LLM_MODEL})
     assert len(events) > 2
     assert all(e["partial"] for e in events[:-1]) and events[-1]["partial"] is False
     assert events[-1]["output"].startswith('You asked: "hello stream".')
@@ -109,8 +110,8 @@ async def test_stream_yields_partials_then_the_final_output(fal: FalClient) -> N
 
 async def test_stream_errors_before_the_stream_are_mapped(fal: FalClient) -> None:
     with pytest.raises(ValidationError) as caught:
-        await stream_all(fal, LLM, {"model": "nope"})
-    assert {e.field_path for e in caught.value.errors} >= {"prompt", "model"}
+        await stream_all(fal, LLM, {"model": "nope", "temperature": 3})
+    assert {e.field_path for e in caught.value.errors} >= {"prompt", "temperature"}
     with pytest.raises(NotFoundError):  # a model without /stream
         await stream_all(fal, "emulator/slow", {"seconds": 1})
 
@@ -147,7 +148,7 @@ async def test_broken_stream_raises_connection_error(make_emulator: MakeEmulator
     async with make_client(server) as fal:
         seen = []
         with pytest.raises(FalConnectionError):
-            async with aclosing(fal.runs.stream(LLM, {"prompt": "cut me off"})) as events:
+            async with aclosing(fal.runs.stream(LLM, {"prompt": "cut me off", "model": LLM_MODEL})) as events:
                 async for event in events:
                     seen.append(event)
     assert len(seen) == 1

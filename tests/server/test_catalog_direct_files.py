@@ -87,7 +87,13 @@ async def test_fal_stream_sends_partials_as_progress(server, mode: str) -> None:
     progress = Progress()
     async with Client(server, mode=mode) as client:
         result = await call(
-            client, "fal_stream", {"endpoint_id": "fal-ai/any-llm", "input": {"prompt": "tell me a story"}}, progress
+            client,
+            "fal_stream",
+            {
+                "endpoint_id": "openrouter/router",
+                "input": {"prompt": "tell me a story", "model": "google/gemini-2.5-flash"},
+            },
+            progress,
         )
     assert not result.is_error, text_of(result)
     out = structured(result)

@@ -122,7 +122,11 @@ async def test_stdio_session_with_errors_and_retries_never_shows_the_key(
         ("model_search", {"query": "flux"}, False),
         ("fal_subscribe", {"endpoint_id": "fal-ai/flux/dev", "input": {"prompt": "a quiet harbour"}}, False),
         ("upload_file", {"path": str(upload)}, False),
-        ("fal_run", {"endpoint_id": "fal-ai/any-llm", "input": {"prompt": "hi"}}, False),
+        (
+            "fal_run",
+            {"endpoint_id": "openrouter/router", "input": {"prompt": "hi", "model": "google/gemini-2.5-flash"}},
+            False,
+        ),
         ("fal_subscribe", {"endpoint_id": "emulator/strict", "input": {}}, True),  # invalid input
         ("fal_subscribe", {"endpoint_id": "fal-ai/flux/dev", "input": {"prompt": "forbidden"}}, True),  # policy
         ("fal_subscribe", {"endpoint_id": "emulator/slow", "input": {"seconds": 1, "fail": True}}, True),

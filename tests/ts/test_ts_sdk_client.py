@@ -140,8 +140,8 @@ def test_fal_run(session: Session) -> None:
 
 
 def test_fal_stream_reports_partials_as_progress(session: Session) -> None:
-    data = {"prompt": f"tell me a story ({session.name})"}
-    call = session.client.call("fal_stream", {"endpoint_id": "fal-ai/any-llm", "input": data})
+    data = {"prompt": f"tell me a story ({session.name})", "model": "google/gemini-2.5-flash"}
+    call = session.client.call("fal_stream", {"endpoint_id": "openrouter/router", "input": data})
     out = call.structured
     assert out["events"] >= 2 and out["output"]["partial"] is False and out["output"]["output"]
     assert len([e for e in call.progress if e["message"] not in (None, "completed")]) >= 2, call.progress

@@ -50,11 +50,11 @@ class ModelRegistry:
 
 
 def default_registry() -> ModelRegistry:
-    from fal_mcp.emulator.models.any_llm import AnyLlm
     from fal_mcp.emulator.models.fast_lcm_diffusion import FastLcmDiffusion
     from fal_mcp.emulator.models.flux_dev import FluxDev
     from fal_mcp.emulator.models.flux_image_to_image import FluxImageToImage
+    from fal_mcp.emulator.models.llm import OpenRouterRouter
     from fal_mcp.emulator.models.slow import Slow
     from fal_mcp.emulator.models.strict import Strict
 
-    return ModelRegistry([FluxDev(), FluxImageToImage(), AnyLlm(), FastLcmDiffusion(), Slow(), Strict()])
+    return ModelRegistry([FluxDev(), FluxImageToImage(), OpenRouterRouter(), FastLcmDiffusion(), Slow(), Strict()])

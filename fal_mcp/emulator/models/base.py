@@ -31,8 +31,8 @@ class ModelInfo:
     category: str
     description: str
     tags: tuple[str, ...] = ()
-    unit_price: float = 0.0
-    unit: str = "request"  # fal pricing units: image, megapixel, second, request, compute_second, 1k_tokens…
+    unit_price: float | None = None  # None: no price published (pricing leaves the id out)
+    unit: str | None = None  # fal's unit strings: megapixels, images, seconds, videos, compute seconds, …
     kind: str = "inference"
     duration_estimate: float | None = None  # minutes, as in fal metadata
     status: str = "active"
@@ -68,6 +68,22 @@ def request_error(error_type: str, detail: str) -> ModelError:
     """A fal request error (``{"detail", "error_type"}`` + ``X-Fal-Error-Type``) with its documented status."""
     status = REQUEST_ERROR_STATUS.get(error_type, 500)
     return ModelError(status, {"detail": detail, "error_type": error_type}, error_type)
+
+
+def nullable_optional(schema: dict[str, Any]) -> set[str]:
+    """Top-level fields fal accepts ``null`` for: optional ones without a non-null default.
+
+    fal's apps are pydantic models, where a field defaulting to ``None`` is optional whatever its type
+    says (real documents type many such fields without a null option, e.g. ``seed: {"type": "integer"}``).
+    """
+    required = set(schema.get("required", ()))
+    return {
+        name
+        for name, prop in schema.get("properties", {}).items()
+        if name not in required
+        and isinstance(prop, dict)
+        and (prop.get("default") is None or prop.get("nullable") is True)
+    }
 
 
 _TYPE_ERRORS = {
@@ -111,6 +127,9 @@ def _to_detail(error: ValidationError) -> dict[str, Any]:
     if error.validator == "required":
         field = error.message.split("'")[1] if "'" in error.message else str(rule)
         return error_detail("missing", "Field required", [*loc, field], input=value)
+    if error.validator == "const":
+        msg = f"Input should be {_enum_text([rule])}"
+        return error_detail("literal_error", msg, loc, ctx={"expected": repr(rule)}, input=value)
     if error.validator == "enum":
         return error_detail("one_of", f"Input should be {_enum_text(rule)}", loc, ctx={"expected": rule}, input=value)
     if error.validator == "type":
@@ -155,9 +174,23 @@ class EmulatedModel:
             self._validator = jsonschema.Draft7Validator(root)
         return self._validator
 
+    @property
+    def available(self) -> bool:
+        """Whether this model can run here (e.g. its media library is installed); see ``unavailable_reason``."""
+        return self.unavailable_reason is None
+
+    @property
+    def unavailable_reason(self) -> str | None:
+        return None
+
     def validate(self, data: dict[str, Any]) -> None:
-        """Check ``data`` against the input schema; raise fal's 422 ``{"detail": [...]}`` listing every problem."""
-        details = [_to_detail(e) for e in self.validator.iter_errors(data)]
+        """Check ``data`` against the input schema; raise fal's 422 ``{"detail": [...]}`` listing every problem.
+
+        ``null`` for an optional field without a default passes, as it does on fal (:func:`nullable_optional`).
+        """
+        nullable = nullable_optional(self.input_schema)
+        checked = {k: v for k, v in data.items() if not (v is None and k in nullable)}
+        details = [_to_detail(e) for e in self.validator.iter_errors(checked)]
         if details:
             order = list(self.input_schema.get("properties", {}))
 
@@ -171,7 +204,7 @@ class EmulatedModel:
         """``data`` plus the schema's top-level defaults for absent fields (what the runner's model sees)."""
         merged = dict(data)
         for name, prop in self.input_schema.get("properties", {}).items():
-            if name not in merged and "default" in prop:
+            if merged.get(name) is None and "default" in prop:
                 merged[name] = copy.deepcopy(prop["default"])
         return merged
 
@@ -190,3 +223,21 @@ class EmulatedModel:
     async def realtime(self, data: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         """One realtime message in, one result out. Only when ``supports_realtime``."""
         raise NotImplementedError
+
+
+class DocumentModel(EmulatedModel):
+    """A built-in model of a real fal endpoint: its schemas and metadata come from fal's vendored document.
+
+    Subclasses name ``endpoint_id``; the document is in ``fal_mcp/emulator/data/openapi/``.
+    """
+
+    endpoint_id: ClassVar[str]
+
+    def __init__(self) -> None:
+        from fal_mcp.emulator.catalog import info_for, vendored  # the catalog imports this module
+
+        document = vendored()[self.endpoint_id]
+        self.info = info_for(document, runnable=True)  # type: ignore[misc]
+        self.input_schema = document.input_schema  # type: ignore[misc]
+        self.output_schema = document.output_schema  # type: ignore[misc]
+        self.components = document.components  # type: ignore[misc]

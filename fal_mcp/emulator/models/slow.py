@@ -19,9 +19,9 @@ class Slow(EmulatedModel):
         display_name="Emulator: slow job",
         category="utility",
         description="Runs for `seconds` in `steps`, logging each; `fail` makes it end in an error.",
-        tags=("testing", "emulated"),
+        tags=("testing", "emulated", "runs-offline"),
         unit_price=0.0005,
-        unit="compute_second",
+        unit="compute seconds",
         duration_estimate=0.1,
     )
     input_schema: ClassVar[dict[str, Any]] = {

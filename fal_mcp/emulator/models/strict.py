@@ -22,9 +22,9 @@ class Strict(EmulatedModel):
         display_name="Emulator: strict input",
         category="utility",
         description="Validates its input with several rules (required, range, enum, length, image size) and echoes it.",
-        tags=("testing", "emulated"),
+        tags=("testing", "emulated", "runs-offline"),
         unit_price=0.0,
-        unit="request",
+        unit="images",
         duration_estimate=0.01,
     )
     input_schema: ClassVar[dict[str, Any]] = {

@@ -163,7 +163,7 @@ const scenarios = {
         prompt: "keep it",
         image_url: new Blob([png], { type: "image/png" }),
         strength: 0.01,
-        num_inference_steps: 2,
+        num_inference_steps: 10,
         output_format: "png",
       },
     });
