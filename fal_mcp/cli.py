@@ -15,24 +15,40 @@ from fal_mcp import __version__
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+SERVE_DEFAULTS: dict[str, object] = {
+    "local": False,
+    "transport": "stdio",
+    "host": "127.0.0.1",
+    "port": 8765,
+    "per_user": False,
+    "allowed_host": [],
+}
+# Sub-commands that parse their own options (and are imported only when chosen).
+OWN_OPTIONS_COMMANDS = ("emulator", "demo", "doctor")
+
+
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
+    """The serving options; given before ``serve`` or after it, they mean the same (hence no defaults
+    here: a sub-parser's defaults would overwrite what was given before it)."""
     parser.add_argument(
         "--local",
         action="store_true",
+        default=argparse.SUPPRESS,
         help="serve against the embedded offline fal emulator (no key needed)",
     )
-    parser.add_argument("--transport", choices=("stdio", "http"), default="stdio", help="default: stdio")
-    parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765)")
+    parser.add_argument("--transport", choices=("stdio", "http"), default=argparse.SUPPRESS, help="default: stdio")
+    parser.add_argument("--host", default=argparse.SUPPRESS, help="HTTP bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=argparse.SUPPRESS, help="HTTP port (default 8765)")
     parser.add_argument(
         "--per-user",
         action="store_true",
+        default=argparse.SUPPRESS,
         help="HTTP: each caller sends its own fal key (Authorization: Bearer <FAL_KEY>); keys never mix",
     )
     parser.add_argument(
         "--allowed-host",
         action="append",
-        default=[],
+        default=argparse.SUPPRESS,
         metavar="HOST",
         help="HTTP: Host header to accept besides loopback (DNS-rebinding protection); repeatable",
     )
@@ -109,24 +125,46 @@ def _serve(args: argparse.Namespace) -> int:
             allowed_hosts=args.allowed_host,
         )
     from fal_mcp.server.app import build_server
+    from fal_mcp.server.stdio import run_stdio
 
-    build_server(settings).run("stdio")
-    return 0
+    return run_stdio(build_server(settings))
+
+
+def _run_own_options_command(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: list[str]) -> int:
+    """``emulator``/``demo``/``doctor`` with their own options; serving options given before them are
+    carried over where they mean something (``--local doctor``), and refused where they would be ignored."""
+    command: str = args.command
+    given = [name for name in SERVE_DEFAULTS if name in vars(args)]
+    if command == "doctor" and "local" in given:
+        given.remove("local")
+        rest = ["--local", *rest]
+    if command == "demo" and "local" in given:
+        given.remove("local")  # the demo always runs offline, against the embedded emulator
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        parser.error(
+            f"{flags} {'is a serving option' if len(given) == 1 else 'are serving options'}: "
+            f"`fal-mcp {command}` does not use {'it' if len(given) == 1 else 'them'}. "
+            f"Put {command}'s own options after it (fal-mcp {command} --help)."
+        )
+    if command == "emulator":
+        return _emulator(["emulator", *rest])
+    return _demo(rest) if command == "demo" else _doctor(rest)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["emulator"]:
-        return _emulator(argv)
-    # Each of these parses its own options and is imported only when chosen.
-    if argv[:1] == ["demo"]:
-        return _demo(argv[1:])
-    if argv[:1] == ["doctor"]:
-        return _doctor(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Known options before a command, then the command; its own options stay in ``rest`` untouched.
+    args, rest = parser.parse_known_args(argv)
+    if args.command in OWN_OPTIONS_COMMANDS:
+        return _run_own_options_command(parser, args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args = argparse.Namespace(**{**SERVE_DEFAULTS, **vars(args)})
     try:
         return _serve(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the server could take over the signal
         return 130
 
 
