@@ -268,6 +268,7 @@ def test_host_refuses_to_launch_without_the_required_key(unpacked: Path, tmp_pat
     assert host_launch_config(unpacked, {}, tmp_path) is None
 
 
+@pytest.mark.timeout(300)  # the first start installs the dependencies
 @pytest.mark.anyio
 async def test_unpacked_bundle_serves_tools_list_with_only_the_key_set(unpacked: Path, tmp_path: Path) -> None:
     config = host_launch_config(unpacked, {"fal_key": "bundle-test-key"}, tmp_path)
@@ -285,6 +286,7 @@ async def test_unpacked_bundle_serves_tools_list_with_only_the_key_set(unpacked:
     assert (info.name, info.version) == ("fal", version())
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.anyio
 async def test_unpacked_bundle_applies_the_users_cost_limit_and_files_folder(
     unpacked: Path, tmp_path: Path, emulator: EmulatorServer
