@@ -10,6 +10,7 @@ from fal_mcp.fal.errors import InvalidEndpointIdError
 NAMESPACES = ("workflows", "comfy")
 _LEGACY = re.compile(r"^([0-9]+)-([a-zA-Z0-9-]+)$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")
+MAX_ENDPOINT_ID_LENGTH = 256  # real ids are under 100 characters; longer ones would break URLs and cache names
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{7,127}$")
 
 
@@ -28,6 +29,10 @@ class EndpointId:
         hint = "an endpoint id looks like 'fal-ai/flux/dev' (owner/model[/sub-path])"
         if not text:
             raise InvalidEndpointIdError(f"empty endpoint id: {hint}")
+        if len(text) > MAX_ENDPOINT_ID_LENGTH:
+            raise InvalidEndpointIdError(
+                f"endpoint id of {len(text)} characters refused (at most {MAX_ENDPOINT_ID_LENGTH}): {hint}"
+            )
         if "://" in text or "?" in text or "#" in text or "\\" in text or any(c.isspace() for c in text):
             raise InvalidEndpointIdError(f"invalid endpoint id {text!r}: {hint}, not a URL")
         parts = text.strip("/").split("/")

@@ -245,14 +245,14 @@ class OutputDirectory:
 # --------------------------------------------------------------------------- roots
 
 
-def roots_from(client_roots: Iterable[str] | None, cwd: Path, extra: Iterable[Path] = ()) -> tuple[Path, ...]:
-    """The allowed roots: the client's ``file://`` roots if it offers any (else ``cwd``), plus ``extra``.
+def roots_from(client_roots: Iterable[str] | None, cwd: Path | None, extra: Iterable[Path] = ()) -> tuple[Path, ...]:
+    """The allowed roots: the client's ``file://`` roots if it offers any (else ``cwd``, if given), plus ``extra``.
 
     Each is resolved (symlinks followed, so containment checks compare real paths), kept only if it
     is an existing directory, and de-duplicated in order. Non-``file`` URIs and remote hosts are ignored.
     """
     from_client = [path for uri in client_roots or () if (path := _file_uri_path(uri)) is not None]
-    candidates = [*(from_client or [cwd]), *extra]
+    candidates = [*(from_client or ([cwd] if cwd is not None else [])), *extra]
     roots: list[Path] = []
     for candidate in candidates:
         try:

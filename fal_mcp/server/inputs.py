@@ -7,6 +7,7 @@ so the model can fix its call without a paid round trip.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,6 +195,46 @@ def enforce_cost_limit(settings: Settings, costs: list[Cost], *, what: str = "th
         )
 
 
+# fal's servers (and the msgpack of its realtime protocol) take signed or unsigned 64-bit integers at most.
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+def check_sendable(data: Any) -> None:
+    """Refuse values standard JSON (and msgpack) cannot carry, before anything is sent or recorded.
+
+    NaN and ±Infinity are not JSON (Python would send the non-standard ``NaN`` token); integers beyond
+    64 bits fit no fal model's field and break msgpack. Each offending field is named.
+    """
+    problems: list[dict[str, Any]] = []
+
+    def walk(value: Any, path: str) -> None:
+        if len(problems) >= 20:
+            return
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append({"field": path, "rule": "finite_number", "message": f"{value} is not a JSON number"})
+        elif isinstance(value, int) and not isinstance(value, bool) and not _INT_MIN <= value <= _INT_MAX:
+            problems.append(
+                {"field": path, "rule": "int64", "message": "integer beyond 64 bits", "allowed": [_INT_MIN, _INT_MAX]}
+            )
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}.{key}" if path else str(key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{path}[{index}]")
+
+    walk(data, "")
+    if problems:
+        fields = ", ".join(p["field"] for p in problems)
+        raise ToolFailure(
+            f"input has values that cannot be sent to fal (NaN/Infinity, or integers beyond 64 bits) in: {fields}. "
+            "Nothing was submitted or charged.",
+            kind="invalid_argument",
+            fields=problems,
+            next_step="Replace them with ordinary finite numbers and call again.",
+        )
+
+
 async def plan_input(
     fal: FalClient, settings: Settings, endpoint_id: str, data: dict[str, Any], *, roots: tuple[Path, ...]
 ) -> PreparedInput:
@@ -204,6 +245,7 @@ async def plan_input(
     """
     if not isinstance(data, dict):
         raise ToolFailure("input must be a JSON object of the model's fields", kind="invalid_argument")
+    check_sendable(data)
     prepared = PreparedInput(data=copy.deepcopy(data), endpoint_id=endpoint_id)
     try:
         prepared.schema = await fal.catalog.get_schema(endpoint_id)

@@ -32,6 +32,9 @@ MAX_FILES = 50
 MAX_THUMBNAILS = 4
 INLINE_DATA_LIMIT = 2048  # data URIs longer than this are shortened in structuredContent
 THUMBNAIL_SOURCE_LIMIT = 40 * 1024 * 1024
+# Decoding costs 1-8 bytes a pixel whatever the file's size (a 434 KiB PNG can hold 12000x12000), so images
+# are measured from their header before any decode: above 4096x4096 (after JPEG draft scaling) no preview.
+THUMBNAIL_MAX_DECODE_PIXELS = 4096 * 4096
 
 
 def find_files(output: Any) -> list[OutputFile]:
@@ -144,8 +147,12 @@ def _make_thumbnail(data: bytes, max_px: int, max_bytes: int) -> bytes | None:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.draft("RGB", (max_px, max_px))
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only: nothing decoded yet
+            image.draft("RGB", (max_px, max_px))  # JPEG decodes at 1/2..1/8 scale; size now says so
+            width, height = image.size
+            if width * height > THUMBNAIL_MAX_DECODE_PIXELS:  # an image bomb, or just too big to preview
+                log.info("thumbnail.too_many_pixels", width=width, height=height)
+                return None
             image.thumbnail((max_px, max_px))
             rgb = image.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):

@@ -36,6 +36,9 @@ log = get_logger(__name__)
 LOCAL_OWNER = "local"
 LEDGER_RETRY_SECONDS = 5.0  # an unavailable ledger is tried again this often
 LEDGER_BUSY_TIMEOUT = 5.0  # how long a ledger write waits for another process's lock
+ROOTS_TIMEOUT_SECONDS = 5.0  # how long a client that declared roots may take to answer roots/list
+ROOTS_RETRY_SECONDS = 60.0  # after it did not answer, how long before asking that session again
+_silent_roots: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
 LOCAL_EMULATOR_KEY = "local-emulator:offline-key"
 FAL_KEY_HEADER = "x-fal-key"  # a per-user caller's own fal key (HTTP)
 
@@ -252,6 +255,8 @@ class ServerState:
         from fal_mcp.server.guards import roots_from
 
         client_roots = await _client_roots(ctx) if ctx is not None else None
+        if client_roots is UNANSWERED:
+            return roots_from(None, None, list(self.settings.allowed_dirs))
         return roots_from(client_roots, Path.cwd(), list(self.settings.allowed_dirs))
 
     async def aclose(self) -> None:
@@ -283,20 +288,44 @@ def fal_key_from_headers(headers: Mapping[str, str] | None) -> str | None:
     return None
 
 
+UNANSWERED: list[str] = []  # (identity) the client declared roots but did not answer roots/list
+
+
 async def _client_roots(ctx: Context) -> list[str] | None:
-    """The client's roots on 2025-era sessions whose client declared the capability; ``None`` otherwise."""
+    """The client's roots on 2025-era sessions whose client declared the capability; ``None`` otherwise.
+
+    A client that declares roots but does not answer ``roots/list`` within :data:`ROOTS_TIMEOUT_SECONDS`
+    gets no file roots at all (:data:`UNANSWERED`: only ``FAL_MCP_ALLOWED_DIRS``), not the working directory: it said
+    it scopes file access and we cannot learn how, so guessing wider would be unsafe. Calls that touch
+    no local file go on; the session is not asked again for :data:`ROOTS_RETRY_SECONDS`.
+    """
     import warnings
 
     caps = ctx.client_capabilities
     if caps is None or getattr(caps, "roots", None) is None:
         return None
+    session = ctx.session
+    # The SDK makes a session object per request; the connection under it is what lasts (private in 2.x).
+    connection = getattr(session, "connection", None) or getattr(session, "_connection", None) or session
+    silent_until = _silent_roots.get(connection)
+    if silent_until is not None and time.monotonic() < silent_until:
+        return UNANSWERED
     try:
         from mcp.shared.exceptions import MCPDeprecationWarning
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), anyio.fail_after(ROOTS_TIMEOUT_SECONDS):
             warnings.simplefilter("ignore", MCPDeprecationWarning)
-            result = await ctx.session.list_roots()
+            result = await session.list_roots()
+    except TimeoutError:
+        _silent_roots[connection] = time.monotonic() + ROOTS_RETRY_SECONDS
+        log.warning(
+            "roots.unanswered",
+            timeout_s=ROOTS_TIMEOUT_SECONDS,
+            effect="no client roots: local files only from FAL_MCP_ALLOWED_DIRS",
+        )
+        return UNANSWERED
     except Exception as exc:  # no back-channel (2026 era), or the client failed: fall back to the cwd
         log.debug("roots.unavailable", error=type(exc).__name__)
         return None
+    _silent_roots.pop(connection, None)
     return [str(root.uri) for root in result.roots]

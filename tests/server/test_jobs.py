@@ -106,8 +106,15 @@ async def test_keep_running_on_client_cancel_when_configured(settings: Settings,
     server = make_server(settings, on_client_cancel="keep")
     data = {"seconds": 40, "steps": 4}
     async with Client(server) as client:
-        with anyio.move_on_after(0.3):
-            await call(client, "fal_subscribe", {"endpoint_id": "emulator/slow", "input": data})
+        with anyio.CancelScope() as waiting:  # the client gives up once fal has the job (a condition, not a timer)
+
+            async def cancel_once_queued(progress: float, total: float | None, message: str | None) -> None:
+                if message and message.startswith(("queued", "running")):
+                    waiting.cancel()
+
+            await client.call_tool(
+                "fal_subscribe", {"endpoint_id": "emulator/slow", "input": data}, progress_callback=cancel_once_queued
+            )
         jobs = structured(await call(client, "jobs_list", {}))["jobs"]
         request_id = jobs[0]["request_id"]
         done = await call(client, "queue_result", {"request_id": request_id})
