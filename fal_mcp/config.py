@@ -82,7 +82,11 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     # Waiting and progress
-    wait_seconds: float = Field(50.0, description="Longest a tool waits for a job before returning its request id.")
+    wait_seconds: float | None = Field(
+        None,
+        description="Longest a tool waits for a job before returning its request id. Unset: ~50 s, longer for "
+        "Claude Code, which backgrounds long calls (fal_mcp.server.jobs.default_wait_seconds).",
+    )
     heartbeat_seconds: float = Field(5.0, description="Progress heartbeat interval while waiting.")
     on_client_cancel: Literal["cancel", "keep"] = Field(
         "cancel", description="What happens to the fal request when the client cancels a waiting call."
@@ -120,7 +124,7 @@ class Settings(BaseModel):
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = without_unset_bundle_fields(os.environ if env is None else env)
         values: dict[str, Any] = {
-            "wait_seconds": _env_float(env, "FAL_MCP_WAIT_SECONDS", 50.0, 1, 3600),
+            "wait_seconds": _env_float(env, "FAL_MCP_WAIT_SECONDS", None, 1, 3600),  # unset: adapts to the client
             "heartbeat_seconds": _env_float(env, "FAL_MCP_HEARTBEAT_SECONDS", 5.0, 0.05, 10),
             "reuse_window_seconds": _env_float(env, "FAL_MCP_REUSE_WINDOW_SECONDS", 900.0, 0, 30 * 86400),
             "max_cost_usd": _env_float(env, "FAL_MCP_MAX_COST_USD", None, 0, 1_000_000),

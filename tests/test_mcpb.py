@@ -276,7 +276,7 @@ async def test_unpacked_bundle_serves_tools_list_with_only_the_key_set(unpacked:
     assert config["args"] == ["run", "--directory", str(unpacked), "--no-dev", "fal-mcp"]
     # Optional settings the user left empty arrive as their placeholder; the server reads them as unset.
     assert config["env"]["FAL_MCP_MAX_COST_USD"] == "${user_config.max_cost_usd}"
-    assert config["env"]["FAL_MCP_WAIT_SECONDS"] == "50"
+    assert config["env"]["FAL_MCP_WAIT_SECONDS"] == "${user_config.wait_seconds}"  # unset: the wait follows the client
     require_uv()
     with anyio.fail_after(240):  # the first start installs the locked dependencies
         async with Client(host_params(config, tmp_path, tmp_path)) as client:

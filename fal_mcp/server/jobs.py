@@ -26,6 +26,7 @@ from fal_mcp.server.progress import ProgressReporter
 if TYPE_CHECKING:
     from mcp.server.mcpserver import Context
 
+    from fal_mcp.config import Settings
     from fal_mcp.fal.client import FalClient
     from fal_mcp.fal.models import RunResult
     from fal_mcp.ledger import Ledger
@@ -58,6 +59,34 @@ class Call:
 
     def elapsed(self) -> float:
         return round(time.monotonic() - self.started, 3)
+
+
+# Claude Code (>= 2.1.212) moves a tool call still running after 2 minutes into the background and
+# delivers its result when it ends; its stdio idle timeout is 30 minutes, reset by every progress
+# notification (the heartbeat sends one every few seconds). So there a call may wait for the job far
+# longer than the ~50 s other hosts tolerate, saving the model a queue_result round trip per minute;
+# 15 minutes stays well under the idle timeout even if progress stopped resetting it.
+DEFAULT_WAIT_SECONDS = 50.0
+LONG_WAIT_CLIENTS: dict[str, float] = {"claude-code": 900.0}
+
+
+def client_name(ctx: Context | None) -> str | None:
+    """The connected client's ``clientInfo.name`` (either protocol era), when it sent one."""
+    try:
+        params = ctx.session.client_params  # type: ignore[union-attr]
+    except (AttributeError, LookupError, ValueError):
+        return None
+    return getattr(getattr(params, "client_info", None), "name", None)
+
+
+def default_wait_seconds(settings: Settings, ctx: Context | None, requested: float | None = None) -> float:
+    """How long a waiting tool waits: the call's ``wait_seconds``, else ``FAL_MCP_WAIT_SECONDS`` when set,
+    else a client-aware default (long for Claude Code, ~50 s for every other host)."""
+    if requested is not None:
+        return requested
+    if settings.wait_seconds is not None:
+        return settings.wait_seconds
+    return LONG_WAIT_CLIENTS.get(client_name(ctx) or "", DEFAULT_WAIT_SECONDS)
 
 
 @dataclass

@@ -27,7 +27,9 @@ EndpointArg = Annotated[str, Field(description="Model endpoint id, e.g. fal-ai/f
 InputArg = Annotated[dict[str, Any], Field(description="The model's input fields (see model_schema)")]
 RequestIdArg = Annotated[str, Field(description="request_id from a submit")]
 OptionalEndpoint = Annotated[str | None, Field(description="Needed only for jobs not in jobs_list")]
-WaitArg = Annotated[float | None, Field(ge=0, le=3600, description="Max seconds to wait (default ~50)")]
+WaitArg = Annotated[
+    float | None, Field(ge=0, le=3600, description="Max seconds to wait (default ~50; 900 in Claude Code)")
+]
 Priority = Annotated[Literal["normal", "low"] | None, Field(description="Queue priority")]
 Hint = Annotated[str | None, Field(description="Runner routing hint")]
 StartTimeout = Annotated[float | None, Field(gt=1, description="Seconds the job may wait to start")]
@@ -39,7 +41,7 @@ NameTemplateArg = Annotated[
 
 
 def _wait_seconds(call: Call, requested: float | None) -> float:
-    return call.state.settings.wait_seconds if requested is None else requested
+    return jobs.default_wait_seconds(call.state.settings, call.ctx, requested)
 
 
 async def _finish_or_report(
