@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import importlib.util
+import json
 import re
+import subprocess
 from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -45,3 +52,82 @@ def test_every_cli_flag_is_documented() -> None:
     assert cli  # the flags above include the CLI's own
     missing = sorted(flag for flag in flags if f"`{flag}" not in README)
     assert not missing, f"document these flags in the README: {missing}"
+
+
+# --- install links (Cursor, VS Code) and local-checkout commands -------------------------------------------
+
+
+def install_links() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("install_links", ROOT / "packaging" / "install_links.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def decode(link: str) -> tuple[str, dict[str, Any]]:
+    """A link's target (scheme, host and path) and its query, JSON and base64 undone as each client does."""
+    url = urlsplit(link)
+    query = {key: values[0] for key, values in parse_qs(url.query, strict_parsing=True).items()}
+    if "cursor" in url.netloc or url.scheme == "cursor":
+        query["config"] = json.loads(base64.b64decode(query["config"], validate=True))
+    else:
+        query["config"], query["inputs"] = json.loads(query["config"]), json.loads(query["inputs"])
+    return f"{url.scheme}://{url.netloc}{url.path}", query
+
+
+def client_file(name: str) -> dict[str, Any]:
+    return json.loads((ROOT / "docs" / "clients" / name).read_text(encoding="utf-8"))
+
+
+def test_readme_install_links_are_the_generated_ones() -> None:
+    links = install_links()
+    block = README[README.index(links.BEGIN) + len(links.BEGIN) : README.index(links.END)].strip()
+    assert block == links.render_readme_block(), (
+        "README install links drifted: python packaging/install_links.py --readme"
+    )
+
+
+def test_each_install_link_decodes_to_the_tested_client_config() -> None:
+    links = install_links().published_links()
+    cursor, vscode = client_file("cursor.mcp.json"), client_file("vscode.mcp.json")
+    assert decode(links["Cursor"]) == (
+        "https://cursor.com/en/install-mcp",
+        {"name": "fal", "config": cursor["mcpServers"]["fal"]},
+    )
+    expected = {"name": "fal", "config": vscode["servers"]["fal"], "inputs": vscode["inputs"]}
+    assert decode(links["VS Code"]) == ("https://insiders.vscode.dev/redirect/mcp/install", expected)
+    assert decode(links["VS Code Insiders"]) == (
+        "https://insiders.vscode.dev/redirect/mcp/install",
+        {**expected, "quality": "insiders"},
+    )
+    for link in links.values():
+        assert f"({link})" in README
+
+
+def test_checkout_links_start_this_checkouts_server() -> None:
+    links = install_links().checkout_links(ROOT)
+    script = ROOT / ".venv" / "bin" / "fal-mcp"
+    cursor, vscode = client_file("cursor.mcp.json"), client_file("vscode.mcp.json")
+    local = {"command": str(script), "args": []}
+    assert decode(links["Cursor"])[1]["config"] == {**cursor["mcpServers"]["fal"], **local}
+    target, query = decode(links["Cursor (app link)"])
+    assert target == "cursor://anysphere.cursor-deeplink/mcp/install" and query["config"]["command"] == str(script)
+    _, query = decode(links["VS Code"])
+    assert query["config"] == {**vscode["servers"]["fal"], **local} and query["inputs"] == vscode["inputs"]
+    done = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.startswith("fal-mcp ")
+
+
+def test_readme_claude_code_checkout_command_registers_a_server_that_connects(tmp_path: Path) -> None:
+    from tests.test_metadata import run_claude, run_cli
+
+    [line] = [line for line in README.splitlines() if "From a checkout** (run in its root)" in line]
+    command = line.split("`")[1]
+    assert command.startswith("claude mcp add fal ") and command.endswith('-- "$PWD/.venv/bin/fal-mcp"')
+    run_cli(["sh", "-c", command], tmp_path, cwd=ROOT, env={"FAL_KEY": "checkout-test-key"})
+    registered = json.loads((tmp_path / ".claude.json").read_text(encoding="utf-8"))["mcpServers"]["fal"]
+    assert registered["command"] == str(ROOT / ".venv" / "bin" / "fal-mcp") and registered["args"] == []
+    assert registered["env"] == {"FAL_KEY": "checkout-test-key"}
+    output = run_claude(["mcp", "get", "fal"], tmp_path, cwd=tmp_path)
+    assert "Status: ✔ Connected" in output, output
