@@ -23,13 +23,12 @@ import anyio
 from pydantic import BaseModel
 
 from fal_mcp import __version__
+from fal_mcp.fal.auth import MIN_KEY_ID, MIN_KEY_SECRET
 
 Level = Literal["ok", "warn", "fail", "info"]
 MARKS: dict[str, tuple[str, str]] = {"ok": ("✓", "32"), "warn": ("!", "33"), "fail": ("✗", "31"), "info": ("·", "2")}
 PROBE_ENDPOINT = "fal-ai/flux/dev"
 DEFAULT_TIMEOUT = 5.0
-# fal keys are "<uuid>:<32 hex>"; anything much shorter was probably truncated when pasted.
-MIN_KEY_ID, MIN_KEY_SECRET = 8, 16
 ADD_SERVER = "claude mcp add fal -e FAL_KEY=<your key> -- uvx fal-mcp"
 _PLACEHOLDER = re.compile(r"\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)\}|^\$([A-Za-z_][A-Za-z0-9_]*)$")
 

@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
             "FalTimeoutError",
             "FieldError",
             "IngressError",
+            "InvalidArgumentError",
             "InvalidEndpointIdError",
             "NotConfiguredError",
             "NotFoundError",

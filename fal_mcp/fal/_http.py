@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -18,12 +19,13 @@ import anyio
 import httpx2
 
 from fal_mcp import __version__
-from fal_mcp.fal.auth import HOW_TO_FIX, FalCredentials
+from fal_mcp.fal.auth import HOW_TO_FIX, FalCredentials, header_safe
 from fal_mcp.fal.errors import (
     FalAPIError,
     FalConnectionError,
     FalError,
     FalTimeoutError,
+    InvalidArgumentError,
     NotConfiguredError,
     make_api_error,
 )
@@ -61,6 +63,19 @@ def request_was_sent(error: FalError) -> bool:
     return not isinstance(error, FalConnectionError) or error.request_sent
 
 
+def check_header_value(name: str, value: str | None) -> None:
+    """Refuse a value that cannot go into an HTTP header (CR, LF, NUL, other control or non-ASCII characters).
+
+    Checked before anything is sent: HTTP libraries only refuse such values mid-send, which would look like a
+    request that may have reached fal (retries, history lookups) and echo the value in their error.
+    """
+    if value is not None and not header_safe(value):
+        raise InvalidArgumentError(
+            f"{name} contains a line break, control or non-ASCII character, which cannot be sent in an HTTP header; "
+            "use plain printable ASCII"
+        )
+
+
 def fal_headers(
     *,
     start_timeout: float | None = None,
@@ -75,6 +90,10 @@ def fal_headers(
     ``extra_headers`` come first so they cannot override these, and may never carry credentials.
     """
     headers = {k: v for k, v in (extra_headers or {}).items() if k.lower() not in ("authorization", "host")}
+    for name, value in headers.items():
+        check_header_value(f"header {name!r}", name)
+        check_header_value(f"header {name!r}", value)
+    check_header_value("hint", hint)
     if start_timeout is not None:
         if start_timeout <= 1:
             raise ValueError(f"start_timeout must be more than 1 second, got {start_timeout}")
@@ -90,6 +109,13 @@ def fal_headers(
     if object_lifecycle is not None:
         headers["X-Fal-Object-Lifecycle-Preference"] = json.dumps(dict(object_lifecycle), separators=(",", ":"))
     return headers
+
+
+def _unsendable(method: str, url: str) -> InvalidArgumentError:
+    """h11 refused to write the request (a malformed header): nothing left, and its message would echo the value."""
+    return InvalidArgumentError(
+        f"{method} {_safe_url(url)} was not sent: a header value is malformed (a line break or control character)"
+    )
 
 
 def _json_or_text(response: httpx2.Response) -> tuple[Any, str]:
@@ -132,19 +158,23 @@ class FalHTTP:
             follow_redirects=False,
         )
         self.requests_sent = 0  # every request put on the wire, retries included (for tests and benchmarks)
+        # host -> monotonic time until which its refused connections are not retried (shared by per-user views)
+        self._unreachable: dict[str, float] = {}
 
     def with_credentials(self, credentials: FalCredentials | None) -> FalHTTP:
         """Another caller's view: same pool, hosts and retry policy, other credentials (per-user HTTP mode).
 
         The copy never closes the shared pool, and its key only goes on its own requests.
         """
-        return FalHTTP(
+        view = FalHTTP(
             hosts=self.hosts,
             credentials=credentials,
             retry=self.retry,
             http_client=self.client,
             not_configured_reason=self._not_configured_reason,
         )
+        view._unreachable = self._unreachable
+        return view
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -202,11 +232,14 @@ class FalHTTP:
                     headers=all_headers,
                     timeout=timeout if timeout is not None else httpx2.USE_CLIENT_DEFAULT,
                 )
+            except httpx2.LocalProtocolError:
+                raise _unsendable(method, url) from None
             except httpx2.TransportError as exc:
-                if attempt < self.retry.max_attempts and self.retry.should_retry_exception(mode, exc):
+                if self._may_retry(mode, exc, attempt, url):
                     await self._backoff(method, url, attempt, None, type(exc).__name__)
                     continue
                 raise self.transport_error(exc, url) from None
+            self._unreachable.pop(urlsplit(url).netloc, None)
             if response.is_success:
                 return response
             body, text = _json_or_text(response)
@@ -260,11 +293,14 @@ class FalHTTP:
             try:
                 self.requests_sent += 1
                 response = await self.client.send(request, stream=True)
+            except httpx2.LocalProtocolError:
+                raise _unsendable(method, url) from None
             except httpx2.TransportError as exc:
-                if attempt < self.retry.max_attempts and self.retry.should_retry_exception(mode, exc):
+                if self._may_retry(mode, exc, attempt, url):
                     await self._backoff(method, url, attempt, None, type(exc).__name__)
                     continue
                 raise self.transport_error(exc, url) from None
+            self._unreachable.pop(urlsplit(url).netloc, None)
             try:
                 if not response.is_success:
                     await response.aread()
@@ -284,6 +320,20 @@ class FalHTTP:
                 return
             finally:
                 await response.aclose()
+
+    def _may_retry(self, mode: RetryMode, exc: Exception, attempt: int, url: str) -> bool:
+        """The retry policy for a transport error, with a short budget for refused connections (see RetryPolicy)."""
+        if attempt >= self.retry.max_attempts or not self.retry.should_retry_exception(mode, exc):
+            return False
+        if not isinstance(exc, httpx2.ConnectError):
+            return True
+        host, now = urlsplit(url).netloc, time.monotonic()
+        if self._unreachable.get(host, 0.0) > now:
+            return False
+        if attempt >= self.retry.max_connect_attempts:
+            self._unreachable[host] = now + self.retry.unreachable_seconds
+            return False
+        return True
 
     def transport_error(self, exc: Exception, url: str) -> FalConnectionError:
         """The :class:`FalConnectionError` for a transport failure, marked for :func:`request_was_sent`."""

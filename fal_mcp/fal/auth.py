@@ -8,8 +8,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fal_mcp.fal.errors import NotConfiguredError
-from fal_mcp.redact import register_secret
+from fal_mcp.redact import CALLER_SECRET_CHARS, register_secret, remember_caller_secret
 
+# fal keys are "<key id>:<key secret>" (a UUID and 32 hex digits); anything much shorter was probably
+# truncated when pasted, and a caller's key in another shape is not a fal key at all.
+MIN_KEY_ID, MIN_KEY_SECRET = 8, 16
+MAX_KEY_LENGTH = 512
+_PLAUSIBLE_KEY = re.compile(
+    f"[{CALLER_SECRET_CHARS}]{{{MIN_KEY_ID},128}}:[{CALLER_SECRET_CHARS}]{{{MIN_KEY_SECRET},256}}"
+)
 _TEMPLATE = re.compile(r"^\s*(\$\{[^}]*\}|\$[A-Za-z_][A-Za-z0-9_]*|\{\{[^}]*\}\})\s*$")
 
 HOW_TO_FIX = (
@@ -17,6 +24,20 @@ HOW_TO_FIX = (
     "in an MCP client config put it under the server's \"env\". Without a key, 'fal-mcp --local' runs "
     "everything against the built-in offline emulator."
 )
+
+
+def header_safe(value: str) -> bool:
+    """Visible ASCII and spaces only: no CR/LF/NUL or other control or non-ASCII character.
+
+    Anything else cannot go into an HTTP header as-is: HTTP libraries refuse it only while sending
+    (after our ledger and retry logic think it may have left) and echo it in their error message.
+    """
+    return value.isascii() and value.isprintable()
+
+
+def plausible_fal_key(value: str) -> bool:
+    """Whether a caller's key has fal's ``<key id>:<key secret>`` shape (checked before it is kept anywhere)."""
+    return len(value) <= MAX_KEY_LENGTH and _PLAUSIBLE_KEY.fullmatch(value) is not None
 
 
 def looks_like_template(value: str) -> bool:
@@ -30,9 +51,19 @@ class FalCredentials:
 
     _key: str
     source: str = "FAL_KEY"
+    per_caller: bool = False  # a per-user HTTP caller's key: remembered for redaction in a bounded set
 
     def __post_init__(self) -> None:
-        register_secret(self._key)
+        if not header_safe(self._key):
+            # Never built, so never sent, logged or echoed by an HTTP library's error.
+            raise NotConfiguredError(
+                f"the fal key from {self.source} contains a line break, control or non-ASCII character, so it "
+                f"cannot be sent in an HTTP header. {HOW_TO_FIX}"
+            )
+        if self.per_caller:
+            remember_caller_secret(self._key)
+        else:
+            register_secret(self._key)
 
     def authorization(self) -> str:
         return f"Key {self._key}"
@@ -61,8 +92,8 @@ def _clean(value: str | None) -> str | None:
     return value or None
 
 
-def credentials_from_key(key: str, source: str = "argument") -> FalCredentials:
-    """Validate a key given explicitly (e.g. an HTTP user's own key)."""
+def credentials_from_key(key: str, source: str = "argument", *, per_caller: bool = False) -> FalCredentials:
+    """Validate a key given explicitly; ``per_caller`` for an HTTP user's own key, which must look like a fal key."""
     cleaned = _clean(key)
     if cleaned is None:
         raise NotConfiguredError(f"the fal key from {source} is empty. {HOW_TO_FIX}")
@@ -71,7 +102,9 @@ def credentials_from_key(key: str, source: str = "argument") -> FalCredentials:
             f"the fal key from {source} is an unexpanded placeholder (like ${{FAL_KEY}}): the MCP client did not "
             f"substitute it. {HOW_TO_FIX}"
         )
-    return FalCredentials(cleaned, source=source)
+    if per_caller and not plausible_fal_key(cleaned):
+        raise NotConfiguredError(f"the fal key from {source} is not shaped like a fal key ('<key id>:<key secret>')")
+    return FalCredentials(cleaned, source=source, per_caller=per_caller)
 
 
 def resolve_credentials(env: Mapping[str, str] | None = None) -> FalCredentials:

@@ -32,7 +32,11 @@ class NotConfiguredError(FalError):
     """No usable credentials: missing, empty, or an unexpanded ``${FAL_KEY}`` template."""
 
 
-class InvalidEndpointIdError(FalError, ValueError):
+class InvalidArgumentError(FalError, ValueError):
+    """An argument that can never work (e.g. a header value with a line break); raised before any request."""
+
+
+class InvalidEndpointIdError(InvalidArgumentError):
     """The endpoint id cannot be a fal endpoint; raised before any request is made."""
 
 

@@ -33,11 +33,19 @@ _IDEMPOTENT_RETRY_STATUS = frozenset({408, 409, 429, 502, 503, 504})
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """``max_connect_attempts``: a refused connection (nobody listening, no route, no DNS answer) is an answer
+    in itself, so it is retried only briefly; after that the host counts as unreachable for
+    ``unreachable_seconds``, and requests to it in that time fail at their first refused connection
+    instead of each waiting out the whole back-off. (Nothing was sent either way: the money rules are unchanged.)
+    """
+
     max_attempts: int = 6
     base_delay: float = 0.25
     max_delay: float = 10.0
     max_retry_after: float = 60.0
     jitter: float = 0.25
+    max_connect_attempts: int = 3
+    unreachable_seconds: float = 10.0
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1)."""

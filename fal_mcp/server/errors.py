@@ -161,7 +161,7 @@ def describe(exc: BaseException) -> tuple[str, str, dict[str, Any]]:
         return "config", f"configuration problem: {exc}", {}
     if isinstance(exc, fe.NotConfiguredError):
         return "not_configured", exc.message, {}
-    if isinstance(exc, fe.InvalidEndpointIdError):
+    if isinstance(exc, fe.InvalidArgumentError):  # endpoint ids, header values: refused before sending
         return "invalid_argument", exc.message, {}
     if isinstance(exc, fe.SubmitOutcomeUnknownError):
         return "submit_outcome_unknown", exc.message, {"endpoint_id": exc.endpoint_id}

@@ -7,6 +7,11 @@ Two ways to run it:
 - per-user (``--per-user``): each caller sends its own fal key (``Authorization: Bearer <FAL_KEY>``, as
   fal's hosted MCP server takes it, or ``X-Fal-Key``); ``ServerState.fal_for`` keeps each key's client
   and ledger rows apart. With a server token as well, the bearer is the token and ``X-Fal-Key`` the key.
+  Off loopback the token is required here too: a key only says who pays, not who may use the server.
+
+In per-user mode a key must be shaped like a fal key before anything keeps it (see
+:func:`~fal_mcp.fal.auth.plausible_fal_key`), and each MCP session is bound to a digest of the key that
+opened it: a request for that session with another key is answered 404, like an unknown session.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import uvicorn
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
@@ -28,9 +35,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fal_mcp import __version__
 from fal_mcp.config import ConfigError, Settings
+from fal_mcp.fal.auth import header_safe, plausible_fal_key
 from fal_mcp.log import get_logger
-from fal_mcp.redact import register_secret
-from fal_mcp.server.state import FAL_KEY_HEADER, fal_key_from_headers
+from fal_mcp.redact import register_secret, remember_caller_secret
+from fal_mcp.server.state import FAL_KEY_HEADER, caller_owner, fal_key_from_headers
 
 log = get_logger(__name__)
 
@@ -40,6 +48,9 @@ TOKEN_ENV = "FAL_MCP_HTTP_TOKEN"
 MIN_TOKEN_LENGTH = 16
 WILDCARD_HOSTS = ("", "0.0.0.0", "::", "*")
 SHUTDOWN_GRACE_SECONDS = 3
+# Open MCP sessions at once (the SDK's default is 10,000). Each holds ~40 KiB of SDK state until it is
+# deleted or idle for 30 minutes: 1,000 bounds that at ~40 MiB; past it, new sessions get 503.
+MAX_SESSIONS = 1000
 
 
 def is_loopback(host: str) -> bool:
@@ -58,18 +69,27 @@ def check_exposure(host: str, *, token: str | None, per_user: bool) -> None:
 
     Raises :class:`ConfigError` with what to do instead.
     """
-    if token is not None and len(token) < MIN_TOKEN_LENGTH:
-        # Short tokens are guessable, and too short for the log redaction to recognise.
-        raise ConfigError(f"{TOKEN_ENV} must be at least {MIN_TOKEN_LENGTH} characters (use a long random string)")
+    if token is not None:
+        if not token.strip():
+            raise ConfigError(f"{TOKEN_ENV} is set but blank: set it to a long random string, or unset it")
+        if not header_safe(token) or any(ch.isspace() for ch in token):
+            # Clients send it as 'Authorization: Bearer <token>': spaces are trimmed, control characters refused.
+            raise ConfigError(
+                f"{TOKEN_ENV} must be printable ASCII without spaces (clients send it in an HTTP header); "
+                "use a long random string, e.g. from 'openssl rand -hex 32'"
+            )
+        if len(token) < MIN_TOKEN_LENGTH:
+            # Short tokens are guessable, and too short for the log redaction to recognise.
+            raise ConfigError(f"{TOKEN_ENV} must be at least {MIN_TOKEN_LENGTH} characters (use a long random string)")
     if is_loopback(host) or token is not None:
         return
     if per_user:
-        log.warning(
-            "http.public_per_user",
-            host=host,
-            note="every call must bring its own fal key; set FAL_MCP_HTTP_TOKEN to also restrict who may call",
+        raise ConfigError(
+            f"refusing to serve --per-user on {host!r} without {TOKEN_ENV}: a fal key says who pays, not who may "
+            f"use this server, and anyone who can reach it could open sessions with made-up keys. Set {TOKEN_ENV} "
+            "to a long random string (clients then send 'Authorization: Bearer <token>' and their key as "
+            "'X-Fal-Key: <FAL_KEY>'), or bind 127.0.0.1."
         )
-        return
     raise ConfigError(
         f"refusing to serve on {host!r} without authentication: anyone who can reach it could spend your fal key. "
         f"Set {TOKEN_ENV} to a long random string (clients then send 'Authorization: Bearer <token>'), "
@@ -114,8 +134,11 @@ class BearerAuthMiddleware:
         if scope["type"] != "http" or (scope["path"] == HEALTH_PATH and scope["method"] in ("GET", "HEAD")):
             await self.app(scope, receive, send)
             return
-        problem = self.check(Headers(scope=scope))
+        headers = Headers(scope=scope)
+        problem = self.check(headers)
         if problem is None:
+            if self.per_user:
+                scope["user"] = _caller(headers)
             await self.app(scope, receive, send)
             return
         error, message = problem
@@ -147,8 +170,19 @@ class BearerAuthMiddleware:
                 "this server runs in per-user mode: send your own fal key as "
                 "'Authorization: Bearer <FAL_KEY>' (or 'X-Fal-Key: <FAL_KEY>')",
             )
-        register_secret(key)  # before anything downstream can log it
+        if not plausible_fal_key(key):
+            # Refused before it is kept anywhere: made-up strings cost the server nothing.
+            return "invalid_token", "that is not a fal key: fal keys look like '<key id>:<key secret>'"
+        remember_caller_secret(key)  # before anything downstream can log it (bounded: see fal_mcp.redact)
         return None
+
+
+def _caller(headers: Headers) -> AuthenticatedUser:
+    """The per-user caller as the SDK's session manager sees it: a session only answers the key that opened it."""
+    key = fal_key_from_headers(headers)
+    assert key is not None  # checked by BearerAuthMiddleware.check
+    owner = caller_owner(key)
+    return AuthenticatedUser(AccessToken(token=owner, client_id=owner, scopes=[]))
 
 
 def _authorization(headers: Headers) -> tuple[str, str]:
@@ -187,6 +221,7 @@ def build_http_app(
         json_response=False,
         transport_security=transport_security(host, allowed_hosts or []),
         host=host,
+        max_sessions=MAX_SESSIONS,
     )
     app.add_middleware(BearerAuthMiddleware, token=token, per_user=per_user)
     return app

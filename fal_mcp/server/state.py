@@ -10,6 +10,7 @@ import functools
 import hashlib
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +42,7 @@ ROOTS_RETRY_SECONDS = 60.0  # after it did not answer, how long before asking th
 _silent_roots: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
 LOCAL_EMULATOR_KEY = "local-emulator:offline-key"
 FAL_KEY_HEADER = "x-fal-key"  # a per-user caller's own fal key (HTTP)
+MAX_PER_USER_CLIENTS = 256  # per-user HTTP: views kept for the most recently active keys (they share one pool)
 
 
 class ServerState:
@@ -60,7 +62,7 @@ class ServerState:
         self._fal = fal_client
         self._owns_fal = fal_client is None
         self._fal_lock = anyio.Lock()
-        self._per_user_clients: dict[str, FalClient] = {}
+        self._per_user_clients: OrderedDict[str, FalClient] = OrderedDict()
         self._ledger: Ledger | None = None
         self._ledger_error: str | None = None
         self._ledger_retry_at = 0.0  # monotonic time of the next attempt to open an unavailable ledger
@@ -124,13 +126,14 @@ class ServerState:
                 "this server runs in per-user mode: send your own fal key with each request "
                 "(HTTP header 'Authorization: Bearer <FAL_KEY>' or 'X-Fal-Key: <FAL_KEY>')"
             )
-        owner = "user:" + hashlib.sha256(key.encode()).hexdigest()[:24]
+        owner = caller_owner(key)
         client = self._per_user_clients.get(owner)
         if client is None:
-            client = base.with_credentials(credentials_from_key(key, source="request header"))
-            if len(self._per_user_clients) > 1024:
-                self._per_user_clients.clear()
+            client = base.with_credentials(credentials_from_key(key, source="request header", per_caller=True))
             self._per_user_clients[owner] = client
+            while len(self._per_user_clients) > MAX_PER_USER_CLIENTS:
+                self._per_user_clients.popitem(last=False)  # least recently used; rebuilt if it comes back
+        self._per_user_clients.move_to_end(owner)
         return client, owner
 
     async def fetch_client(self) -> tuple[httpx2.AsyncClient, UrlPolicy]:
@@ -270,6 +273,11 @@ class ServerState:
             if self.emulator is not None:
                 emulator, self.emulator = self.emulator, None
                 await anyio.to_thread.run_sync(emulator.stop)
+
+
+def caller_owner(key: str) -> str:
+    """A per-user caller's identity (ledger owner, session binding): a digest of the key, never the key."""
+    return "user:" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 def fal_key_from_headers(headers: Mapping[str, str] | None) -> str | None:

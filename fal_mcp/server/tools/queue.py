@@ -10,6 +10,7 @@ from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
 from fal_mcp.fal import errors as fe
+from fal_mcp.fal._http import check_header_value
 from fal_mcp.naming import NameTemplate
 from fal_mcp.server import jobs, results
 from fal_mcp.server.errors import ToolFailure, tool_errors
@@ -102,6 +103,7 @@ async def fal_subscribe(
     """Run a model: submit, stream progress, wait up to wait_seconds. If not done by then, returns the
     request_id (the job keeps running; call queue_result). Local file paths in file fields are uploaded."""
     endpoint = jobs.parse_endpoint(endpoint_id)
+    check_header_value("hint", hint)  # before any upload, ledger entry or submit
     call = await Call.start(ctx, "fal_subscribe")
     template = name_template(file_name_template, call.state.settings.file_name_template)
     if download_dir:  # a refused folder must refuse the call before it is paid for
@@ -170,6 +172,7 @@ async def queue_submit(
 ) -> SubmitOutput:
     """Queue a job and return its request_id at once (no waiting). Follow with queue_status/queue_result."""
     endpoint = jobs.parse_endpoint(endpoint_id)
+    check_header_value("hint", hint)  # before any upload, ledger entry or submit
     if webhook_url is not None and not webhook_url.lower().startswith(("https://", "http://")):
         raise ToolFailure("webhook_url must be an http(s) URL that fal can reach", kind="invalid_argument")
     call = await Call.start(ctx, "queue_submit")
