@@ -37,7 +37,7 @@ from fal_mcp.fal.errors import (
 )
 from fal_mcp.fal.retry import RetryMode
 from fal_mcp.log import get_logger
-from fal_mcp.redact import register_secret
+from fal_mcp.redact import remember_caller_secret
 
 log = get_logger(__name__)
 
@@ -182,7 +182,7 @@ class RealtimeAPI:
                 json_body={"allowed_apps": [alias], "token_expiration": self.token_expiration},
             )
             value = _parse_token(data)
-            register_secret(value)
+            remember_caller_secret(value)  # one per connection and caller: bounded, see fal_mcp.redact
             lifetime = self.token_expiration * TOKEN_REFRESH_FRACTION
             self._tokens[alias] = _Token(value, time.monotonic() + lifetime)
             return value
