@@ -11,6 +11,7 @@ import email
 import json
 import subprocess
 import sys
+import tarfile
 import tomllib
 import venv
 import zipfile
@@ -144,3 +145,23 @@ async def test_stdout_recording_catches_a_stray_print(installed: Path, tmp_path:
 def test_installed_console_script_reports_its_version(installed: Path) -> None:
     done = run([str(installed / "fal-mcp"), "--version"])
     assert done.stdout.strip() == f"fal-mcp {project()['version']}"
+
+
+def test_wheel_and_sdist_carry_the_mit_license(wheel: Path, tmp_path: Path) -> None:
+    """The LICENSE file the metadata promises ships in both distributions and is named in their metadata."""
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert project()["license"] == "MIT" and text.startswith("MIT License\n")
+    dist_info = f"fal_mcp-{project()['version']}.dist-info"
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = email.message_from_string(archive.read(f"{dist_info}/METADATA").decode())
+        assert archive.read(f"{dist_info}/licenses/LICENSE").decode() == text
+    assert metadata["License-Expression"] == "MIT" and metadata.get_all("License-File") == ["LICENSE"]
+
+    uv = Path(sys.executable).with_name("uv")  # a dev dependency
+    run([str(uv), "build", "--sdist", "--quiet", "--out-dir", str(tmp_path), str(ROOT)])
+    [sdist] = tmp_path.glob("*.tar.gz")
+    root = sdist.name.removesuffix(".tar.gz")
+    with tarfile.open(sdist) as archive:
+        pkg_info = email.message_from_bytes(archive.extractfile(f"{root}/PKG-INFO").read())  # type: ignore[union-attr]
+        assert archive.extractfile(f"{root}/LICENSE").read().decode() == text  # type: ignore[union-attr]
+    assert pkg_info["License-Expression"] == "MIT" and pkg_info.get_all("License-File") == ["LICENSE"]
