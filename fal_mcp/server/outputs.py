@@ -71,6 +71,7 @@ class JobOutput(BaseModel):
     elapsed_seconds: float | None = None
     cost_estimate_usd: float | None = None
     reattached: bool = Field(False, description="True when an identical earlier job was reused instead of paying again")
+    gallery: str | None = Field(None, description="index.html in download_dir showing every saved job")
     next_step: str | None = None
 
 

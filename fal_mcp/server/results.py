@@ -117,6 +117,8 @@ def summary(job: JobOutput) -> str:
         text += f" {len(job.files)} file(s): " + "; ".join(described)
         if len(job.files) > 10:
             text += "; …"
+        if job.gallery:
+            text += f". Gallery of saved jobs: {job.gallery}"
     elif job.output is not None and job.status == "COMPLETED":
         text += " Output is in the structured result."
     if job.next_step:
@@ -242,6 +244,7 @@ async def job_result(
             gallery = await save_files(call, job, download_dir, name_template=name_template, job_input=job_input)
         except Exception as exc:
             raise _not_saved(job, exc) from exc
+        job.gallery = str(gallery) if gallery else None
     job.output = shorten_data_uris(job.output)
     content: list[ContentBlock] = [TextContent(type="text", text=summary(job))]
     for f in job.files:

@@ -54,7 +54,9 @@ async def test_saved_files_are_named_typed_and_carry_provenance(server, workdir:
     links = {block.uri: block for block in result.content if block.type == "resource_link"}
     for f in job["files"]:
         _check_png(f, links, request_id)
-    assert (workdir / "out" / "index.html").as_uri() in links
+    gallery = workdir / "out" / "index.html"
+    assert gallery.as_uri() in links and job["gallery"] == str(gallery)
+    assert f"Gallery of saved jobs: {gallery}" in text_of(result)
 
 
 def _check_png(f: dict, links: dict, request_id: str) -> None:
