@@ -59,7 +59,7 @@ NEXT_STEPS: dict[str, str] = {
     "fal_unavailable": "fal looks unavailable; call again in a minute.",
     "fal_error": "Read the error above; change the input or try another model.",
     "network": "Check the network, then call again.",
-    "busy": "Call again in a minute: it re-attaches to the other process's identical job instead of paying twice.",
+    "busy": "Call again in a minute; an identical call re-attaches to another process's job instead of paying twice.",
     "submit_outcome_unknown": "Check jobs_list before submitting again; do not resubmit blindly (it may charge twice).",
     "internal": "Call it again; if it keeps failing, report the incident id.",
 }
@@ -171,6 +171,10 @@ def describe(exc: BaseException) -> tuple[str, str, dict[str, Any]]:
         return _describe_api_error(exc)
     if isinstance(exc, fe.FalError):
         return "fal_error", exc.message, {}
+    from fal_mcp.ledger import LedgerError  # local: the ledger pulls in sqlite
+
+    if isinstance(exc, LedgerError):  # writes about a job fal has are best effort (jobs.recorded): none left
+        return "busy", f"{exc}; nothing was submitted by this call", {}
     return "internal", "", {}
 
 

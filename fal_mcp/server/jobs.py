@@ -153,18 +153,30 @@ async def submit(
         raise  # the intent stays unresolved; start-up reconciliation finds it
     except Exception as exc:
         if ledger is not None and intent is not None:
-            await ledger.mark_intent_failed(intent, getattr(exc, "message", str(exc)))
+            await recorded(ledger.mark_intent_failed(intent, getattr(exc, "message", str(exc))), intent=intent)
         raise
-    if ledger is not None and intent is not None:
-        with anyio.CancelScope(shield=True):
-            try:
-                await ledger.attach_request_id(
-                    intent, handle.request_id, status="IN_QUEUE", queue_position=getattr(handle, "queue_position", None)
-                )
-            except LedgerError as exc:  # fal has the job: never lose its id to a busy ledger
-                log.error("ledger.attach_failed", request_id=handle.request_id, intent=intent, error=str(exc))
+    if ledger is not None and intent is not None:  # fal has the job: never lose its id to a busy ledger
+        position = getattr(handle, "queue_position", None)
+        await recorded(
+            ledger.attach_request_id(intent, handle.request_id, status="IN_QUEUE", queue_position=position),
+            request_id=handle.request_id,
+            intent=intent,
+        )
     log.info("job.submitted", tool=call.tool, endpoint_id=endpoint_id, request_id=handle.request_id)
     return handle
+
+
+async def recorded(write: Awaitable[Any], **ids: Any) -> None:
+    """A ledger write about a job fal already has: best effort, shielded, never in the way of its result.
+
+    A ledger locked by another process past its busy timeout is logged with the ids; the row catches up
+    on the next status it records (or start-up reconciliation settles it).
+    """
+    with anyio.CancelScope(shield=True):
+        try:
+            await write
+        except LedgerError as exc:
+            log.error("ledger.write_failed", error=str(exc), **ids)
 
 
 @asynccontextmanager
@@ -223,8 +235,11 @@ async def wait(call: Call, endpoint_id: str, request_id: str, wait_seconds: floa
                             await call.reporter.report(message)
                         if outcome.status != last_recorded and call.ledger is not None and not outcome.done:
                             last_recorded = outcome.status
-                            await call.ledger.update_status(
-                                request_id, outcome.status, owner=call.owner, queue_position=outcome.queue_position
+                            await recorded(
+                                call.ledger.update_status(
+                                    request_id, outcome.status, owner=call.owner, queue_position=outcome.queue_position
+                                ),
+                                request_id=request_id,
                             )
                         if outcome.done:
                             break
@@ -265,15 +280,17 @@ async def record_run(
         result = await run()
     except BaseException as exc:
         if ledger is not None and intent is not None:
-            with anyio.CancelScope(shield=True):
-                await ledger.mark_intent_failed(intent, getattr(exc, "message", None) or type(exc).__name__)
+            reason = getattr(exc, "message", None) or type(exc).__name__
+            await recorded(ledger.mark_intent_failed(intent, reason), intent=intent)
         raise
     if ledger is not None and intent is not None and result.request_id:
-        with anyio.CancelScope(shield=True):
-            await ledger.attach_request_id(intent, result.request_id, status="COMPLETED")
-            await ledger.update_status(
+        await recorded(ledger.attach_request_id(intent, result.request_id, status="COMPLETED"), intent=intent)
+        await recorded(
+            ledger.update_status(
                 result.request_id, "COMPLETED", owner=call.owner, result_urls=extract_result_urls(result.data)
-            )
+            ),
+            request_id=result.request_id,
+        )
     return result
 
 
@@ -304,16 +321,20 @@ async def fetch_result(call: Call, endpoint_id: str, request_id: str) -> dict[st
             exc.request_id = request_id
         if call.ledger is not None and not isinstance(exc, (fe.NotFoundError, fe.RateLimitError)):
             status = "CANCELLED" if isinstance(exc, fe.RequestCancelledError) else "FAILED"
-            with anyio.CancelScope(shield=True):
-                await call.ledger.update_status(
+            await recorded(
+                call.ledger.update_status(
                     request_id, status, owner=call.owner, error=exc.message, error_type=exc.error_type
-                )
+                ),
+                request_id=request_id,
+            )
         raise
     if call.ledger is not None:
-        with anyio.CancelScope(shield=True):
-            await call.ledger.update_status(
+        await recorded(
+            call.ledger.update_status(
                 request_id, "COMPLETED", owner=call.owner, result_urls=extract_result_urls(output)
-            )
+            ),
+            request_id=request_id,
+        )
     return output
 
 

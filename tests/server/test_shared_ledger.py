@@ -25,7 +25,7 @@ from fal_mcp.ledger import Ledger
 from fal_mcp.server import state as state_module
 from fal_mcp.server.state import ServerState
 from tests.server.conftest import TEST_KEY, make_server
-from tests.server.helpers import call, structured, text_of
+from tests.server.helpers import call, error_of, structured, text_of
 from tests.server.test_jobs import submissions
 
 pytestmark = pytest.mark.anyio
@@ -238,3 +238,41 @@ async def test_reconciliation_with_the_ledger_locked_is_logged_not_fatal(
             blocker.close()
         assert await state.reconcile_intents(fal, "local") == 1
     await state.aclose()
+
+
+async def test_a_ledger_locked_mid_session_refuses_before_paying_and_never_loses_a_paid_result(
+    settings: Settings, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the ledger's lock past the busy timeout. Before the submit: a clear 'busy'
+    refusal and nothing paid. After the submit (while the job runs): the job's result still comes back."""
+    monkeypatch.setattr(state_module, "LEDGER_BUSY_TIMEOUT", 0.2)
+    before = {"seconds": 1, "steps": 1, "fail": False, "tag": uuid.uuid4().hex}
+    during = {"seconds": 20, "steps": 4, "fail": False, "tag": uuid.uuid4().hex}
+    async with Client(make_server(settings)) as client:
+        await call(client, "jobs_list", {})  # the ledger is open
+        blocker = sqlite3.connect(settings.ledger_path, isolation_level=None, check_same_thread=False)
+        try:
+            blocker.execute("BEGIN EXCLUSIVE")
+            refused = await call(client, "fal_subscribe", {"endpoint_id": "emulator/slow", "input": before})
+            assert error_of(refused)["kind"] == "busy" and "nothing was submitted" in text_of(refused)
+            assert submissions(emulator, "emulator/slow", before) == 0
+            blocker.execute("COMMIT")
+
+            async def lock_once_queued(progress: float, total: float | None, message: str | None) -> None:
+                if message and message.startswith(("queued", "running")) and not blocker.in_transaction:
+                    blocker.execute("BEGIN EXCLUSIVE")
+
+            result = await client.call_tool(
+                "fal_subscribe", {"endpoint_id": "emulator/slow", "input": during}, progress_callback=lock_once_queued
+            )
+            assert blocker.in_transaction  # the ledger was locked while the job ran
+        finally:
+            if blocker.in_transaction:
+                blocker.execute("COMMIT")
+            blocker.close()
+        assert not result.is_error, text_of(result)
+        job = structured(result)
+        assert job["status"] == "COMPLETED" and job["request_id"]
+        listed = structured(await call(client, "jobs_list", {}))["jobs"]
+    assert [j["request_id"] for j in listed] == [job["request_id"]]
+    assert submissions(emulator, "emulator/slow", during) == 1

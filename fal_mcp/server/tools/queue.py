@@ -211,8 +211,11 @@ async def queue_status(
     status = await call.fal.queue.status(endpoint, request_id, logs=logs)
     failed = status.status == "COMPLETED" and status.error
     if call.ledger is not None and status.status != "COMPLETED":
-        await call.ledger.update_status(
-            request_id, status.status, owner=call.owner, queue_position=status.queue_position
+        await jobs.recorded(
+            call.ledger.update_status(
+                request_id, status.status, owner=call.owner, queue_position=status.queue_position
+            ),
+            request_id=request_id,
         )
     metrics = status.metrics or {}
     return StatusOutput(
@@ -260,8 +263,9 @@ async def queue_cancel(ctx: Context, request_id: RequestIdArg, endpoint_id: Opti
     if value == "CANCELLATION_REQUESTED":
         message = "Cancellation requested: a queued job is removed; a running one is stopped if the model allows."
         if call.ledger is not None:
-            await call.ledger.update_status(
-                request_id, "CANCELLED", owner=call.owner, error="cancelled by queue_cancel"
+            await jobs.recorded(
+                call.ledger.update_status(request_id, "CANCELLED", owner=call.owner, error="cancelled by queue_cancel"),
+                request_id=request_id,
             )
     else:
         message = "The job had already completed; nothing was cancelled. Use queue_result to get its output."
