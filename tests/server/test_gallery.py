@@ -202,3 +202,23 @@ def test_provenance_and_size_never_decode_a_huge_image(tmp_path: Path) -> None:
     with open_output_dir(FilePolicy(roots=(tmp_path,)), str(tmp_path), tmp_path) as out:
         assert _image_size(out, "huge.png") == (None, None)  # refused as a bomb by its header, not decoded
     assert (tmp_path / "huge.png").stat().st_size < 500
+
+
+def test_the_manifest_keeps_one_record_per_job_and_at_most_the_newest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gallery, "MAX_JOBS", 20)  # 500 in use; a smaller page keeps the test fast
+
+    def job(n: int, prompt: str = "p") -> gallery.GalleryJob:
+        file = gallery.GalleryFile(name=f"f{n}.png", kind="image")
+        return gallery.GalleryJob(request_id=f"r{n}", endpoint_id="a/b", saved_at="t", prompt=prompt, files=[file])
+
+    with open_output_dir(FilePolicy(roots=(tmp_path,)), str(tmp_path), tmp_path) as out:
+        for n in range(gallery.MAX_JOBS + 2):
+            gallery.add_job(out, job(n))
+        gallery.add_job(out, job(10, prompt="saved again"))
+        manifest = gallery._read_manifest(out)
+    ids = [j.request_id for j in manifest.jobs]
+    assert len(ids) == gallery.MAX_JOBS == len(set(ids))
+    assert ids[0] == "r10" and manifest.jobs[0].prompt == "saved again" and ids[1] == f"r{gallery.MAX_JOBS + 1}"
+    assert "r0" not in ids and "r1" not in ids
