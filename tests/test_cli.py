@@ -220,3 +220,21 @@ def test_a_signal_mid_session_ends_the_stdio_server_cleanly(tmp_path: Path, sig:
     events = [json.loads(line)["event"] for line in stderr.decode().splitlines() if line.strip()]
     assert "stdio.stopping" in events and events[-1] == "stdio.stopped"
     assert b"Traceback" not in stderr
+
+
+@pytest.mark.parametrize("closed", ["<&-", ">&-"], ids=["stdin", "stdout"])
+def test_a_closed_stdin_or_stdout_is_refused_clearly(tmp_path: Path, closed: str) -> None:
+    """Nobody can talk to a server without both pipes: say so (no traceback), rather than serve a broken fd."""
+    env = server_env(tmp_path, FAL_MCP_EMULATOR_TIME_SCALE="0.02")
+    done = subprocess.run(
+        ["/bin/sh", "-c", f'exec "$0" --local {closed}', FAL_MCP],
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr == "fal-mcp: stdin or stdout is closed; an MCP client launches fal-mcp with pipes on both.\n"

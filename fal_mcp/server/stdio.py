@@ -126,5 +126,9 @@ async def _serve(server: MCPServer) -> None:
 
 def run_stdio(server: MCPServer) -> int:
     """Serve ``server`` on stdin/stdout until the client leaves or a signal asks it to stop; the exit code."""
+    if sys.stdin is None or sys.stdout is None:  # Python found fd 0 or 1 closed at start-up
+        if sys.stderr is not None:
+            sys.stderr.write("fal-mcp: stdin or stdout is closed; an MCP client launches fal-mcp with pipes on both.\n")
+        return 2
     anyio.run(_serve, server)
     return 0
