@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -237,12 +237,22 @@ class RealtimeAPI:
             raise self._http.transport_error(exc, url) from None
 
     async def run_many(
-        self, endpoint_id: str, inputs: Sequence[Mapping[str, Any]], *, recv_timeout: float = DEFAULT_RECV_TIMEOUT
+        self,
+        endpoint_id: str,
+        inputs: Sequence[Mapping[str, Any]],
+        *,
+        recv_timeout: float = DEFAULT_RECV_TIMEOUT,
+        on_output: Callable[[int, dict[str, Any]], Awaitable[None]] | None = None,
     ) -> list[dict[str, Any]]:
         """Send every input over ONE session and return the outputs in order.
 
         One input at a time: fal's realtime apps may drop inputs that wait while the runner is busy
-        (``max_buffering``), so pipelining could lose some.
+        (``max_buffering``), so pipelining could lose some. ``on_output(n, output)`` follows each (n from 1).
         """
+        outputs: list[dict[str, Any]] = []
         async with self.connect(endpoint_id, recv_timeout=recv_timeout) as conn:
-            return [await conn.run(item) for item in inputs]
+            for item in inputs:
+                outputs.append(await conn.run(item))
+                if on_output is not None:
+                    await on_output(len(outputs), outputs[-1])
+        return outputs

@@ -21,7 +21,7 @@ from fal_mcp.fal.endpoint import EndpointId, check_request_id
 from fal_mcp.ledger import LeaseBusyError, LedgerError
 from fal_mcp.log import get_logger
 from fal_mcp.server.errors import ToolFailure
-from fal_mcp.server.progress import ProgressReporter
+from fal_mcp.server.progress import ProgressReporter, steps_in
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import Context
@@ -220,6 +220,20 @@ def _event_message(event: Any, outcome: WaitOutcome) -> str | None:
     return None
 
 
+def _event_steps(event: Any, reporter: ProgressReporter) -> tuple[float, float] | None:
+    """How far the job says it is: the newest log line naming its steps; all of them once completed."""
+    from fal_mcp.fal.models import Completed, InProgress
+
+    if isinstance(event, InProgress):
+        for entry in reversed(event.logs):
+            found = steps_in(getattr(entry, "message", None) or "")
+            if found:
+                return found
+    if isinstance(event, Completed) and reporter.steps is not None and not event.error:
+        return reporter.steps[1], reporter.steps[1]
+    return None
+
+
 async def wait(call: Call, endpoint_id: str, request_id: str, wait_seconds: float) -> WaitOutcome:
     """Follow fal's status stream for at most ``wait_seconds``, reporting progress; cancel on client cancel."""
     outcome = WaitOutcome()
@@ -230,9 +244,10 @@ async def wait(call: Call, endpoint_id: str, request_id: str, wait_seconds: floa
                 async with aclosing(call.fal.queue.wait(endpoint_id, request_id, logs=True)) as events:
                     async for event in events:
                         outcome.events += 1
+                        steps = _event_steps(event, call.reporter)
                         message = _event_message(event, outcome)
                         if message:
-                            await call.reporter.report(message)
+                            await call.reporter.report(message, steps=steps)
                         if outcome.status != last_recorded and call.ledger is not None and not outcome.done:
                             last_recorded = outcome.status
                             await recorded(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 from mcp import Client
 from mcp.types import CallToolResult
 
@@ -15,8 +17,19 @@ from fal_mcp.server.errors import ERROR_META_KEY
 class Progress:
     events: list[tuple[float, float | None, str | None]] = field(default_factory=list)
 
+    _changed: anyio.Event | None = None
+
     async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
         self.events.append((progress, total, message))
+        if self._changed is not None:
+            self._changed.set()
+
+    async def wait_until(self, predicate: Callable[[list[tuple[float, float | None, str | None]]], bool]) -> None:
+        """Progress callbacks may trail the result over real transports: wait for the expected ones."""
+        with anyio.fail_after(5):
+            while not predicate(self.events):
+                self._changed = anyio.Event()
+                await self._changed.wait()
 
     @property
     def messages(self) -> list[str]:

@@ -35,6 +35,22 @@ def _partial_text(event: Any) -> str:
     return rendered[:200]
 
 
+def _stream_steps(event: Any) -> tuple[float, float] | None:
+    """(done, total) when a streamed event says how far it is: ``step``/``total_steps``-style fields or a
+    ``progress`` fraction. An LLM's partial text says nothing of its length, so it gets no total."""
+    if not isinstance(event, dict):
+        return None
+    number = (int, float)
+    done = next((event[k] for k in ("step", "current_step", "completed") if isinstance(event.get(k), number)), None)
+    total = next((event[k] for k in ("total_steps", "steps", "total") if isinstance(event.get(k), number)), None)
+    if done is not None and total and 0 <= done <= total:
+        return float(done), float(total)
+    fraction = event.get("progress")
+    if isinstance(fraction, number) and not isinstance(fraction, bool) and 0 <= fraction <= 1:
+        return float(fraction) * 100, 100.0
+    return None
+
+
 @contextmanager
 def _no_such_mode(endpoint: str, mode: str) -> Iterator[None]:
     """fal's 404 here usually means the model exists but has no ``mode`` endpoint: say so, and what to use."""
@@ -82,7 +98,7 @@ async def fal_stream(ctx: Context, endpoint_id: EndpointArg, input: InputArg) ->
             async for event in call.fal.runs.stream(endpoint, prepared.data):
                 count += 1
                 last = event
-                await call.reporter.report(_partial_text(event))
+                await call.reporter.report(_partial_text(event), steps=_stream_steps(event))
     if count == 0:
         raise ToolFailure(f"{endpoint} closed its stream without any output", kind="fal_error")
     return StreamOutput(
@@ -109,9 +125,13 @@ async def fal_realtime(
     # The limit is per call: the sum over every input, checked before the connection opens.
     enforce_cost_limit(settings, [Cost(p.cost_estimate_usd, p.cost_basis) for p in prepared], what="these inputs")
     await call.reporter.report(f"connecting to {endpoint} (realtime)")
+
+    async def received(done: int, _output: dict[str, Any]) -> None:
+        await call.reporter.report(f"output {done}/{len(prepared)}", steps=(done, len(prepared)))
+
     async with call.reporter.heartbeat():
         with _no_such_mode(endpoint, "realtime"):
-            outputs = await call.fal.realtime.run_many(endpoint, [p.data for p in prepared])
+            outputs = await call.fal.realtime.run_many(endpoint, [p.data for p in prepared], on_output=received)
     files = [f for out in outputs for f in results.find_files(out)]
     return RealtimeOutput(
         endpoint_id=endpoint, outputs=[results.shorten_data_uris(o) for o in outputs], files=files[: results.MAX_FILES]
