@@ -6,8 +6,9 @@ lists it, pricing prices it and ``/openapi`` serves the document verbatim. ``dat
 metadata fal's search returns but the documents lack (display name, description, price, unit …); an
 endpoint it does not mention gets metadata derived from its id and document, and no price.
 
-Endpoints with a built-in model (``state.models``) run; every other one is listed with a marker
-(``catalog-only`` tag, description prefix) and refused at submit with :func:`not_runnable`.
+Endpoints with a built-in model (``state.models``) run; every other one is listed with markers (the
+``catalog-only`` tag, a display-name suffix and a description prefix) and refused at submit
+(``run.not_runnable``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ BUILTIN_DATE = "2024-08-01T00:00:00Z"
 RUNS_OFFLINE_TAG = "runs-offline"
 CATALOG_ONLY_TAG = "catalog-only"
 NOT_RUNNABLE_NOTE = "[Not runnable in the offline emulator: schema, price and metadata only.]"
+NOT_RUNNABLE_NAME = "[not runnable offline]"  # model_schema shows the name, not the description
 # fal's search categories for the coarse categories fal-js files documents under, when the id says no more.
 _CATEGORY_BY_GROUP = {
     "image": "text-to-image",
@@ -169,7 +171,7 @@ def info_for(document: Document, *, runnable: bool) -> ModelInfo:
     description = meta.get("description") or f"{name} ({category}) on fal."
     tags = [*meta.get("tags", ()), "emulated", RUNS_OFFLINE_TAG if runnable else CATALOG_ONLY_TAG]
     if not runnable:
-        description = f"{NOT_RUNNABLE_NOTE} {description}"
+        name, description = f"{name} {NOT_RUNNABLE_NAME}", f"{NOT_RUNNABLE_NOTE} {description}"
     return ModelInfo(
         endpoint_id=document.endpoint_id,
         display_name=name,

@@ -1,8 +1,9 @@
 """Results an agent can use: structured output, a short summary, a link per file, small thumbnails.
 
 fal's output stays whole in ``structuredContent`` (except huge inline data URIs, which are shortened);
-``content`` carries a one-paragraph summary, a ``resource_link`` per output file and, for images, a
-thumbnail bounded in pixels and bytes so the agent sees what it made without blowing its context.
+``content`` carries a one-paragraph summary, a ``resource_link`` per output file and, for images and
+videos (a poster frame), a thumbnail bounded in pixels and bytes so the agent sees what it made without
+blowing its context.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, 
 
 from fal_mcp.log import get_logger
 from fal_mcp.server.outputs import JobOutput, OutputFile
+from fal_mcp.server.posters import previewable, still_image
 
 if TYPE_CHECKING:
     from fal_mcp.naming import NameTemplate
@@ -172,11 +174,12 @@ def _make_thumbnail(data: bytes, max_px: int, max_bytes: int) -> bytes | None:
 async def thumbnails(call: Call, files: list[OutputFile]) -> list[ImageContent]:
     settings = call.state.settings
     blocks: list[ImageContent] = []
-    for f in [f for f in files if (f.content_type or "").startswith("image/")][:MAX_THUMBNAILS]:
+    for f in [f for f in files if previewable(f.content_type)][:MAX_THUMBNAILS]:
         try:
             async with call.state.thumbnail_slots:
                 with anyio.fail_after(20):
                     data = await _read_bytes(call, f.url, THUMBNAIL_SOURCE_LIMIT)
+                data = await anyio.to_thread.run_sync(still_image, data, f.content_type)  # a video's poster frame
                 thumb = await anyio.to_thread.run_sync(
                     _make_thumbnail, data, settings.thumbnail_max_px, settings.thumbnail_max_bytes
                 )

@@ -80,6 +80,7 @@ async def test_models_that_cannot_run_offline_are_marked(client: httpx2.AsyncCli
         else:
             assert "catalog-only" in tags and "runs-offline" not in tags, model["endpoint_id"]
             assert description.startswith("[Not runnable in the offline emulator"), description
+            assert model["metadata"]["display_name"].endswith(" [not runnable offline]")
     assert {m["endpoint_id"] for m in await all_models(client, q="runs-offline")} == runnable
 
 

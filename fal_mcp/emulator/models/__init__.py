@@ -53,8 +53,25 @@ def default_registry() -> ModelRegistry:
     from fal_mcp.emulator.models.fast_lcm_diffusion import FastLcmDiffusion
     from fal_mcp.emulator.models.flux_dev import FluxDev
     from fal_mcp.emulator.models.flux_image_to_image import FluxImageToImage
+    from fal_mcp.emulator.models.kokoro import KokoroAmericanEnglish
     from fal_mcp.emulator.models.llm import OpenRouterRouter
+    from fal_mcp.emulator.models.nano_banana_edit import NanoBananaEdit
     from fal_mcp.emulator.models.slow import Slow
     from fal_mcp.emulator.models.strict import Strict
+    from fal_mcp.emulator.models.veo3 import Veo3
+    from fal_mcp.emulator.models.wizper import Wizper
 
-    return ModelRegistry([FluxDev(), FluxImageToImage(), OpenRouterRouter(), FastLcmDiffusion(), Slow(), Strict()])
+    return ModelRegistry(
+        [
+            FluxDev(),
+            FluxImageToImage(),
+            NanoBananaEdit(),
+            Veo3(),
+            KokoroAmericanEnglish(),
+            Wizper(),
+            OpenRouterRouter(),
+            FastLcmDiffusion(),
+            Slow(),
+            Strict(),
+        ]
+    )

@@ -158,6 +158,9 @@ def encode(image: Image.Image, output_format: str) -> tuple[bytes, str]:
     if output_format == "png":
         image.save(buffer, format="PNG", compress_level=1)
         return buffer.getvalue(), "image/png"
+    if output_format == "webp":
+        image.save(buffer, format="WEBP", quality=85)
+        return buffer.getvalue(), "image/webp"
     image.convert("RGB").save(buffer, format="JPEG", quality=85)
     return buffer.getvalue(), "image/jpeg"
 

@@ -10,7 +10,7 @@ from fal_mcp.emulator.models.base import DocumentModel, RunContext
 
 SECONDS_PER_WORD = 0.05
 PRICE_PER_TOKEN = 0.000002  # as data/catalog.json lists it
-_VOCABULARY = [
+VOCABULARY = [
     *("indeed", "certainly", "consider", "the", "question", "carefully", "because", "every"),
     *("answer", "depends", "on", "context", "and", "a", "clear", "example", "helps", "so"),
     *("here", "is", "a", "short", "deterministic", "reply"),
@@ -20,7 +20,7 @@ _VOCABULARY = [
 def answer(model: str, prompt: str, system_prompt: str | None) -> str:
     """The same (model, prompt, system prompt) always gives the same text."""
     digest = hashlib.sha256(f"{model}\x1f{system_prompt or ''}\x1f{prompt}".encode()).digest()
-    words = [_VOCABULARY[b % len(_VOCABULARY)] for b in digest[:12]]
+    words = [VOCABULARY[b % len(VOCABULARY)] for b in digest[:12]]
     return f'You asked: "{prompt.strip()}". ' + " ".join(words).capitalize() + "."
 
 
