@@ -13,6 +13,7 @@ import pytest
 from fal_mcp.digest import input_digest
 from fal_mcp.emulator.server import EmulatorServer
 from tests.emulator.conftest import MakeEmulator, Receiver, client_for, submit, wait_completed
+from tests.realdata import openapi_doc
 
 pytestmark = pytest.mark.anyio
 
@@ -272,7 +273,11 @@ async def test_a_listed_model_that_cannot_run_offline_is_refused_at_submit(
     client: httpx2.AsyncClient, emulator: EmulatorServer
 ) -> None:
     before = sum(emulator.state.submissions.values())
-    for path in ("/queue/fal-ai/flux/schnell", "/run/fal-ai/flux/schnell", "/run/fal-ai/veo3/stream"):
+    for path in (
+        "/queue/fal-ai/flux/schnell",
+        "/run/fal-ai/flux/schnell",
+        "/run/fal-ai/wan/v2.2-a14b/text-to-video/stream",
+    ):
         refused = await client.post(path, json={"prompt": "x"})
         assert refused.status_code == 404, path
         detail = refused.json()["detail"]
@@ -394,3 +399,17 @@ async def test_expired_requests_are_purged_to_a_bounded_history(make_emulator: M
         assert items[bodies[3]["request_id"]]["json_input"] == {"prompt": "number 3"}
         assert items[bodies[3]["request_id"]]["status_code"] == 200
         assert bodies[0]["request_id"] not in items
+
+
+async def test_status_bodies_carry_every_key_of_fals_queue_status(client: httpx2.AsyncClient) -> None:
+    """Checked against the QueueStatus schema of a real fal document: its keys, always (logs/metrics too).
+    (Not its types: fal's generated schema calls ``logs`` an object; the protocol sends a list or null.)"""
+    queue_status = openapi_doc("fal-ai/flux/dev")["components"]["schemas"]["QueueStatus"]
+    keys = set(queue_status["properties"])
+    body = await submit(client, "emulator/slow", {"seconds": 0.2, "steps": 1})
+    bodies = [(await client.get(body["status_url"])).json()]
+    bodies.append(await wait_completed(client, body["status_url"]))
+    for status in bodies:
+        assert set(queue_status["required"]) <= set(status)
+        expected = keys - ({"queue_position"} if status["status"] != "IN_QUEUE" else set())
+        assert set(status) == expected, status

@@ -23,6 +23,7 @@ from fal_mcp.emulator.server import EmulatorServer
 from fal_mcp.emulator.webhooks import WebhookDelivery, WebhookSender
 from fal_mcp.fal.webhooks import verify_webhook
 from tests.emulator.conftest import MakeEmulator, client_for, submit, wait_completed
+from tests.realdata import shared_data
 
 pytestmark = pytest.mark.anyio
 
@@ -168,6 +169,9 @@ async def test_failed_request_sends_an_error_webhook(
     assert document["status"] == "ERROR"
     assert document["error"] == "Invalid status code: 500"
     assert document["payload"] == result.json()
+    # The keys of a real error webhook fal sent (fal-js issue 153), but payload_error: ours had JSON.
+    real = json.loads((shared_data() / "fal-platform" / "webhook_error_payload__fal-js_issue_153.json").read_text())
+    assert set(document) == set(real["response"]) - {"payload_error"}
 
 
 async def test_unreachable_target_is_retried_then_given_up(make_emulator: MakeEmulator) -> None:
