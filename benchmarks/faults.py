@@ -1,15 +1,21 @@
-"""Target 5: under ~20% injected faults every job completes, none is submitted twice, no request id is lost.
+"""Target 5: under ~20% injected faults and with fal's history lagging, every job completes or is reported,
+none is submitted twice, no request id is lost.
 
 fal-mcp (a stdio subprocess by default) runs N ``fal_subscribe`` jobs at once, each with a distinct
 input, while the emulator fails ~20% of queue and request-history requests with a random mix of every
 fault kind it knows: 429 with and without ``Retry-After``, ingress 502/503, dropped connections before
-and after processing (a lost submit answer included), slow answers and status streams cut mid-way.
-A third of the calls get a wait shorter than their job, so they return a running status and are resumed
-with ``queue_result`` — as an agent would.
+and after processing (a lost submit answer included), slow answers and status streams cut mid-way. Its
+request history behaves as fal's spec suggests: a request is listed only once it has finished, and
+``history_lag`` (simulated) seconds after that. A third of the calls get a wait shorter than their job,
+so they return a running status and are resumed with ``queue_result`` — as an agent would.
 
-Checked afterwards: every job ends COMPLETED with its own output; the emulator accepted each body
-exactly once (``state.submissions``) and holds no request beyond those N; every request id, the
-returned ones and the emulator's, is in ``jobs_list``.
+A submit whose answer was lost (or that fal's edge answered 502) may have been queued: it is never sent
+again, the call reports ``submit_outcome_unknown``, and the server looks for it in the background.
+
+Checked afterwards: every job ends COMPLETED with its own output, or was reported as outcome unknown;
+the emulator accepted no body twice (``state.submissions``), and each completed one exactly once; once
+the background reconciliation has had its time, every request id — the returned ones and every one the
+emulator holds, the reported jobs' included — is in ``jobs_list``.
 
     python -m benchmarks.faults [--jobs 60] [--rate 0.2] [--transport stdio|memory] [--seed 7]
 """
@@ -34,6 +40,7 @@ from fal_mcp.emulator.config import EmulatorConfig
 from fal_mcp.emulator.faults import KINDS
 from fal_mcp.emulator.server import EmulatorServer
 from fal_mcp.log import configure_logging
+from fal_mcp.server.errors import ERROR_META_KEY
 
 ENDPOINT = "emulator/slow"
 MAX_RESUMES = 20
@@ -51,6 +58,13 @@ class SoakConfig:
     retry_after: int = 1
     roles: tuple[str, ...] = ("queue", "platform")
     certain: bool = True  # also fire each of CERTAIN once
+    history_lag: float = 10.0  # simulated seconds after a request finished before history lists it
+    settle_seconds: float = 60.0  # real seconds the background reconciliation gets before the checks
+
+    def emulator_config(self, concurrency_per_app: int = 8) -> EmulatorConfig:
+        return EmulatorConfig(
+            time_scale=self.time_scale, concurrency_per_app=concurrency_per_app, history_lag_seconds=self.history_lag
+        )
 
 
 @dataclass
@@ -61,6 +75,7 @@ class JobOutcome:
     output: Any = None
     resumes: int = 0
     errors: list[str] = field(default_factory=list)
+    reported_unknown: bool = False  # the call said "outcome unknown": fal may or may not have queued it
 
 
 def job_input(index: int, config: SoakConfig) -> dict[str, Any]:
@@ -72,8 +87,8 @@ SUBMIT_PATH = f"^/queue/{ENDPOINT}/?$"
 STREAM_PATH = r"/status/stream$"
 RESULT_PATH = r"/requests/[^/]+(/response)?/?$"
 CERTAIN = (
-    ("drop_after", "POST", SUBMIT_PATH),  # enqueued, answer lost: must be reconciled, not re-sent
-    ("drop_before", "POST", SUBMIT_PATH),  # nothing enqueued, answer lost: history says so, then re-sent
+    ("drop_after", "POST", SUBMIT_PATH),  # enqueued, answer lost: reported, found later, never re-sent
+    ("drop_before", "POST", SUBMIT_PATH),  # nothing enqueued, answer lost: reported, never re-sent
     ("503", "POST", SUBMIT_PATH),
     ("429_no_retry_after", "POST", SUBMIT_PATH),
     ("sse_break", "GET", STREAM_PATH),
@@ -106,16 +121,19 @@ async def _run_job(client: Client, index: int, config: SoakConfig) -> JobOutcome
         args["wait_seconds"] = config.short_wait
     result = await client.call_tool("fal_subscribe", args)
     while True:
-        job = structured(result)
         if result.is_error:
-            error = job.get("error", job)
-            outcome.errors.append(str(error)[:300])
-            request_id = error.get("request_id") if isinstance(error, dict) else None
+            error = (result.meta or {}).get(ERROR_META_KEY) or {}
+            outcome.errors.append(f"{error.get('kind')}: {str(error.get('message'))[:300]}")
+            if error.get("kind") == "submit_outcome_unknown":
+                outcome.reported_unknown = True
+                return outcome
+            request_id = error.get("request_id")
             if request_id is None or outcome.resumes >= MAX_RESUMES:
                 return outcome
             if request_id not in outcome.request_ids:
                 outcome.request_ids.append(request_id)
         else:
+            job = structured(result)
             if job["request_id"] not in outcome.request_ids:
                 outcome.request_ids.append(job["request_id"])
             outcome.status = job["status"]
@@ -126,6 +144,24 @@ async def _run_job(client: Client, index: int, config: SoakConfig) -> JobOutcome
                 return outcome
         outcome.resumes += 1
         result = await client.call_tool("queue_result", {"request_id": outcome.request_ids[-1]})
+
+
+async def _listed(client: Client) -> dict[str, str]:
+    jobs = structured(await client.call_tool("jobs_list", {"endpoint_id": ENDPOINT, "limit": 200}))["jobs"]
+    return {job["request_id"]: job["status"] for job in jobs if job["request_id"]}
+
+
+async def _settle(client: Client, emulator: EmulatorServer, config: SoakConfig) -> float:
+    """Wait (bounded) until every request the emulator holds is in ``jobs_list``: the background
+    reconciliation of reported submits finds them once fal's history lists them. Returns the wait."""
+    started = time.monotonic()
+    with anyio.move_on_after(config.settle_seconds):
+        while True:
+            listed = await _listed(client)
+            if all(r.request_id in listed for r in emulator.state.queue.requests_for(ENDPOINT)):
+                break
+            await anyio.sleep(0.25)
+    return round(time.monotonic() - started, 2)
 
 
 async def soak(client: Client, emulator: EmulatorServer, counter: CountingApp, config: SoakConfig) -> dict[str, Any]:
@@ -146,21 +182,25 @@ async def soak(client: Client, emulator: EmulatorServer, counter: CountingApp, c
     fired_on_submit = sum(1 for f in emulator.state.faults.fired if f.method == "POST" and "/requests/" not in f.path)
     emulator.state.faults.clear()
     served = diff_counts(counter.snapshot(), before)
+    settle_wait = await _settle(client, emulator, config)
 
-    listed = structured(await client.call_tool("jobs_list", {"endpoint_id": ENDPOINT, "limit": 200}))["jobs"]
-    ledger = {job["request_id"]: job["status"] for job in listed if job["request_id"]}
+    ledger = await _listed(client)
     at_emulator = [r.request_id for r in emulator.state.queue.requests_for(ENDPOINT)]
     submissions = [emulator.state.submissions[f"{ENDPOINT} {input_digest(o.data)}"] for o in outcomes]
     returned_ids = [rid for o in outcomes for rid in o.request_ids]
 
     problems: list[str] = []
     for index, o in enumerate(outcomes):
+        if o.reported_unknown:
+            continue  # reported: the agent was told; the checks below make sure nothing was paid twice or lost
         if o.status != "COMPLETED" or not isinstance(o.output, dict) or o.output.get("seconds") != o.data["seconds"]:
             problems.append(f"job {index} ended {o.status} ({'; '.join(o.errors) or 'no error'})")
         if len(o.request_ids) != 1:
             problems.append(f"job {index} saw request ids {o.request_ids}")
-    problems += [f"job {i} was submitted {n} times" for i, n in enumerate(submissions) if n != 1]
-    if len(at_emulator) != config.jobs:
+        if submissions[index] != 1:
+            problems.append(f"completed job {index} was submitted {submissions[index]} times")
+    problems += [f"job {i} was submitted {n} times" for i, n in enumerate(submissions) if n > 1]
+    if len(at_emulator) > config.jobs:
         problems.append(f"the emulator holds {len(at_emulator)} requests for {config.jobs} jobs")
     problems += [f"request {rid} (emulator) is not in jobs_list" for rid in at_emulator if rid not in ledger]
     problems += [f"request {rid} (returned) is not in jobs_list" for rid in returned_ids if rid not in ledger]
@@ -171,6 +211,11 @@ async def soak(client: Client, emulator: EmulatorServer, counter: CountingApp, c
     return {
         "jobs": config.jobs,
         "completed": sum(1 for o in outcomes if o.status == "COMPLETED"),
+        "reported_outcome_unknown": sum(1 for o in outcomes if o.reported_unknown),
+        "reported_then_found": sum(
+            1 for o, n in zip(outcomes, submissions, strict=True) if o.reported_unknown and n == 1
+        ),
+        "reconcile_wait_seconds": settle_wait,
         "resumed_with_queue_result": sum(1 for o in outcomes if o.resumes),
         "resumes": sum(o.resumes for o in outcomes),
         "tool_errors_seen": sum(len(o.errors) for o in outcomes),
@@ -188,30 +233,44 @@ async def soak(client: Client, emulator: EmulatorServer, counter: CountingApp, c
 
 
 async def measure(config: SoakConfig, transport: Transport) -> dict[str, Any]:
-    emulator, counter = counting_emulator(EmulatorConfig(time_scale=config.time_scale, concurrency_per_app=8))
+    emulator, counter = counting_emulator(config.emulator_config())
     with tempfile.TemporaryDirectory(prefix="fal-mcp-bench-faults-") as tmp, emulator:
         async with mcp_client(transport, emulator.base_url, Path(tmp) / "state") as client:
             result = await soak(client, emulator, counter, config)
     return {
         "method": (
             f"{transport} server, emulator in-process; one fault rule over all kinds {list(KINDS)} at "
-            f"p={config.rate} on roles {list(config.roles)}; every third call waits {config.short_wait}s and is "
+            f"p={config.rate} on roles {list(config.roles)}; request history lists a request only once it has "
+            f"finished, {config.history_lag} simulated s later; every third call waits {config.short_wait}s and is "
             "resumed with queue_result"
         ),
         "config": config.__dict__,
         "transport": transport,
         **result,
-        "target": "every job COMPLETED, each body submitted exactly once, every request id in jobs_list",
+        "target": (
+            "every job COMPLETED or reported as outcome unknown, no body submitted twice, every request id "
+            "(returned or held by the emulator) in jobs_list"
+        ),
     }
 
 
 def report(result: dict[str, Any]) -> None:
     print_table(
         f"Fault soak ({result['transport']}): {result['jobs']} fal_subscribe jobs, p={result['config']['rate']}",
-        ["completed", "resumed", "max submits/body", "emulator reqs", "ids in jobs_list", "fault rate", "wall s"],
+        [
+            "completed",
+            "reported unknown (then found)",
+            "resumed",
+            "max submits/body",
+            "emulator reqs",
+            "ids in jobs_list",
+            "fault rate",
+            "wall s",
+        ],
         [
             [
                 f"{result['completed']}/{result['jobs']}",
+                f"{result['reported_outcome_unknown']} ({result['reported_then_found']})",
                 result["resumed_with_queue_result"],
                 result["max_submissions_per_body"],
                 result["requests_at_emulator"],
@@ -223,6 +282,7 @@ def report(result: dict[str, Any]) -> None:
     )
     say(f"  faults fired: {result['faults_fired']} ({result['faults_on_submit']} on submits)")
     say(f"  requests served: {result['requests_served']}")
+    say(f"  background reconciliation listed every queued request after {result['reconcile_wait_seconds']} s")
     for problem in result["problems"][:20]:
         say(f"  PROBLEM: {problem}")
     say(f"  target ({result['target']}): {'met' if result['met'] else 'MISSED'}")

@@ -97,6 +97,10 @@ class Settings(BaseModel):
     # Money
     max_cost_usd: float | None = Field(None, description="Refuse calls whose estimated cost exceeds this.")
     validate_input: bool = Field(True, description="Check inputs against the model's schema before submitting.")
+    reconcile_window_seconds: float = Field(
+        6 * 3600.0, description="How long a submit whose answer was lost is looked for in fal's request history."
+    )
+    reconcile_first_delay_seconds: float = Field(2.0, description="First look in fal's history after a lost answer.")
     # Results
     thumbnails: bool = True
     thumbnail_max_px: int = 512
@@ -129,6 +133,7 @@ class Settings(BaseModel):
             "reuse_window_seconds": _env_float(env, "FAL_MCP_REUSE_WINDOW_SECONDS", 900.0, 0, 30 * 86400),
             "max_cost_usd": _env_float(env, "FAL_MCP_MAX_COST_USD", None, 0, 1_000_000),
             "validate_input": _env_bool(env, "FAL_MCP_VALIDATE_INPUT", True),
+            "reconcile_window_seconds": _env_float(env, "FAL_MCP_RECONCILE_WINDOW_SECONDS", 6 * 3600.0, 60, 7 * 86400),
             "thumbnails": _env_bool(env, "FAL_MCP_THUMBNAILS", True),
             "thumbnail_max_px": _env_int(env, "FAL_MCP_THUMBNAIL_MAX_PX", 512, 16, 4096),
             "thumbnail_max_bytes": _env_int(env, "FAL_MCP_THUMBNAIL_MAX_BYTES", 100_000, 1_000, 5_000_000),

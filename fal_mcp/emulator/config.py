@@ -10,6 +10,7 @@ from fal_mcp.emulator.faults import FaultConfig
 
 TIME_SCALE_ENV = "FAL_EMULATOR_TIME_SCALE"
 CATALOG_DIR_ENV = "FAL_EMULATOR_CATALOG_DIR"
+HISTORY_LAG_ENV = "FAL_EMULATOR_HISTORY_LAG"
 
 
 @dataclass
@@ -28,6 +29,10 @@ class EmulatorConfig:
     # its input/output only when each is at most this big, for at most this many requests.
     history_payload_bytes: int = 64 * 1024
     history_limit: int = 10_000
+    # Request history (``/v1/models/requests/by-endpoint``) as fal's spec suggests it works: a request is
+    # listed only once it has finished (``ended_at``, the default sort), and this many (simulated) seconds
+    # after that. ``None`` lists every request the instant it is queued (optimistic, the old behaviour).
+    history_lag_seconds: float | None = None
     max_single_upload_bytes: int = 100 * 1024 * 1024
     max_request_body_bytes: int = 64 * 1024 * 1024
     # Any ``Key <x>`` (non-empty) or ``Bearer <x>`` is accepted; missing/malformed → 401.
@@ -47,13 +52,16 @@ class EmulatorConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> EmulatorConfig:
-        """Defaults, then ``FAL_EMULATOR_TIME_SCALE`` / ``_FAULTS`` / ``_CATALOG_DIR``, then explicit overrides."""
+        """Defaults, then ``FAL_EMULATOR_TIME_SCALE`` / ``_FAULTS`` / ``_CATALOG_DIR`` / ``_HISTORY_LAG``, then
+        explicit overrides."""
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         if env.get(TIME_SCALE_ENV, "").strip():
             values["time_scale"] = float(env[TIME_SCALE_ENV])
         if dirs := [part for part in env.get(CATALOG_DIR_ENV, "").split(os.pathsep) if part.strip()]:
             values["catalog_dirs"] = tuple(dirs)
+        if env.get(HISTORY_LAG_ENV, "").strip():
+            values["history_lag_seconds"] = float(env[HISTORY_LAG_ENV])
         values["faults"] = FaultConfig.from_env(env)
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)  # type: ignore[arg-type]

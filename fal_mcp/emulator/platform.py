@@ -293,6 +293,15 @@ def _history_item(record: Any, payloads: bool) -> dict[str, Any]:
     return item
 
 
+def _listed(state: EmulatorState, record: Any, now: float) -> bool:
+    """Whether history shows ``record`` yet: always, or (``history_lag_seconds`` set) once it has finished
+    and the lag has passed — queued and running requests are not listed."""
+    lag = state.config.history_lag_seconds
+    if lag is None:
+        return True
+    return record.completed_at is not None and record.completed_at + state.config.scaled(lag) <= now
+
+
 async def _history(state: EmulatorState, request: Request) -> JSONResponse:
     _require_key(state, request)
     ids = _ids(request, required=True)
@@ -316,7 +325,8 @@ async def _history(state: EmulatorState, request: Request) -> JSONResponse:
         record
         for endpoint_id in ids
         for record in state.queue.requests_for(endpoint_id)
-        if start <= record.submitted_at < end
+        if _listed(state, record, now)
+        and start <= record.submitted_at < end
         and (request_id is None or record.request_id == request_id)
         and (
             status is None or _outcome(record.result_status_code if record.completed_at is not None else None) == status

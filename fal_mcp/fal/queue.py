@@ -2,8 +2,11 @@
 
 Two guarantees shape this module:
 
-- **No double submits.** A submit whose answer was lost after it was sent is never re-sent blindly;
-  it is looked up in fal's request history first (:meth:`QueueAPI.find_submission`).
+- **No double submits.** A submit is sent again only when it provably never reached fal (the HTTP
+  layer's retry policy: no connection was made, or fal refused it outright). A submit whose answer was
+  lost after it was sent is never re-sent: it is looked up in fal's request history
+  (:meth:`QueueAPI.find_submission`), and if it is not there (yet) the caller gets
+  :class:`SubmitOutcomeUnknownError` and must keep looking, not submit again.
 - **Cheap waits.** :meth:`QueueAPI.wait` follows one SSE status stream for the whole job (so its
   cost does not grow with the job's length) and falls back to polling only when the stream fails.
 """
@@ -31,6 +34,7 @@ from fal_mcp.fal.errors import (
     FalAPIError,
     FalConnectionError,
     FalError,
+    IngressError,
     NotFoundError,
     PermissionDeniedError,
     ResultNotReadyError,
@@ -71,6 +75,15 @@ def _epoch(value: Any) -> float | None:
             return None
         return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
     return None
+
+
+def _maybe_queued(error: FalError) -> bool:
+    """Whether a failed submit may have been queued: its answer was lost after sending, or fal's edge
+    answered 502/504 (it may have forwarded the request before failing). A 503 edge page, a 429 and a
+    connection that was never made are refusals: nothing was queued."""
+    if isinstance(error, IngressError):
+        return error.status_code in (502, 504)
+    return request_was_sent(error)
 
 
 def _attach_request_id(error: FalError, request_id: str) -> None:
@@ -209,9 +222,10 @@ class QueueAPI:
         known_request_ids: Collection[str] = (),
     ) -> JobHandle:
         """Queue a request. Refusals that provably never reached fal are retried by the HTTP layer;
-        a lost answer is reconciled through fal's request history (see :class:`ReconcilePolicy`).
+        a lost answer is looked up in fal's request history (see :class:`ReconcilePolicy`) and, when it
+        is not there, raises :class:`SubmitOutcomeUnknownError` — it is never sent again.
 
-        ``reconcile=False`` raises :class:`SubmitOutcomeUnknownError` on a lost answer instead;
+        ``reconcile=False`` raises :class:`SubmitOutcomeUnknownError` on a lost answer at once;
         ``known_request_ids`` are ids the caller already owns, never claimed by reconciliation.
         """
         endpoint = EndpointId.parse(endpoint_id)
@@ -228,40 +242,33 @@ class QueueAPI:
         params = {"fal_webhook": webhook_url} if webhook_url else None
         digest = digest_of(body)
         policy = self.reconcile if reconcile is None else replace(self.reconcile, enabled=reconcile)
-        resubmits = 0
-        while True:
-            sent_at = time.time()
-            try:
-                data = await self._http.request_json(
-                    "POST",
-                    url,
-                    mode=RetryMode.SUBMIT,
-                    params=params,
-                    json_body=body,
-                    headers=headers,
-                    timeout=SUBMIT_TIMEOUT,
-                )
-            except FalConnectionError as exc:
-                if not request_was_sent(exc):
-                    raise
-                log.warning("fal.submit.answer_lost", endpoint_id=str(endpoint), digest=digest[:16], error=exc.message)
-                if not policy.enabled:
-                    raise self._outcome_unknown(endpoint, digest, sent_at, "reconciliation is off") from exc
-                found = await self._reconcile(endpoint, digest, sent_at, known_request_ids, policy)
-                if found is not None:
-                    return found
-                if resubmits >= policy.max_resubmits:
-                    raise
-                resubmits += 1
-                log.warning(
-                    "fal.submit.resubmit",
-                    endpoint_id=str(endpoint),
-                    digest=digest[:16],
-                    reason="not in fal's request history after the lost answer: the earlier send did not land",
-                    resubmit=resubmits,
-                )
-                continue
-            return self._submitted(endpoint, data, digest)
+        sent_at = time.time()
+        try:
+            data = await self._http.request_json(
+                "POST",
+                url,
+                mode=RetryMode.SUBMIT,
+                params=params,
+                json_body=body,
+                headers=headers,
+                timeout=SUBMIT_TIMEOUT,
+            )
+        except (FalConnectionError, IngressError) as exc:
+            if not _maybe_queued(exc):
+                raise
+            log.warning("fal.submit.answer_lost", endpoint_id=str(endpoint), digest=digest[:16], error=exc.message)
+            if not policy.enabled:
+                raise self._outcome_unknown(endpoint, digest, sent_at, "reconciliation is off") from exc
+            found = await self._reconcile(endpoint, digest, sent_at, known_request_ids, policy)
+            if found is not None:
+                return found
+            raise self._outcome_unknown(
+                endpoint,
+                digest,
+                sent_at,
+                "fal's request history does not list it (yet: fal lists a request only once it has finished)",
+            ) from exc
+        return self._submitted(endpoint, data, digest)
 
     def _submitted(self, endpoint: EndpointId, data: Any, digest: str) -> JobHandle:
         request_id = data.get("request_id") if isinstance(data, Mapping) else None

@@ -2,8 +2,9 @@
 
 Follows what fal's official clients retry (fal-protocol.md §9.4), plus ``Retry-After`` when fal sends it.
 A submit is only re-sent when it provably never reached fal: a connection that was never made, or an
-explicit refusal (429, an edge-proxy 5xx without a request id). A submit whose answer was lost after it
-was sent is *not* retried here — the queue client reconciles it through fal's request history instead.
+explicit refusal (408, 429, 503). A submit whose answer was lost after it was sent, or that fal's edge
+answered 502/504, is *not* retried here — the queue client looks it up in fal's request history and
+otherwise reports its outcome as unknown; it is never sent a second time.
 """
 
 from __future__ import annotations
@@ -63,11 +64,12 @@ class RetryPolicy:
         needs_retry = (lower.get("x-fal-needs-retry") or lower.get("x-fal-retryable") or "").strip().lower()
         if needs_retry in ("0", "false", "no"):
             return False
+        if mode is RetryMode.SUBMIT:
+            # Only refusals that prove nothing was queued: 408/429, and fal's edge saying it has no
+            # upstream (503). An edge 502/504 may come after the request was forwarded: not repeated.
+            return status_code in _ALWAYS_RETRY_STATUS or status_code == 503
         if status_code in _ALWAYS_RETRY_STATUS or is_ingress_error(status_code, lower, text):
             return True
-        if mode is RetryMode.SUBMIT:
-            # A non-2xx answer means fal did not queue it; only transient refusals are worth repeating.
-            return status_code == 503
         return status_code in _IDEMPOTENT_RETRY_STATUS or needs_retry in ("1", "true", "yes")
 
     def should_retry_exception(self, mode: RetryMode, exc: Exception) -> bool:
@@ -93,9 +95,10 @@ class ReconcilePolicy:
     """What to do when a submit's answer is lost after it was sent (fal-protocol.md has no idempotency key).
 
     ``enabled``: look the submit up in fal's request history (``GET {platform}/models/requests/by-endpoint``)
-    ``lookups`` times, ``delay`` seconds apart and doubling (history may lag), in a window starting
-    ``window`` seconds before the send. Found → that request is ours. Not found → re-submit, at most
-    ``max_resubmits`` times per call (each only after history showed the previous send did not land).
+    ``lookups`` times, ``delay`` seconds apart and doubling, in a window starting ``window`` seconds before
+    the send. Found → that request is ours. Not found → :class:`~fal_mcp.fal.errors.SubmitOutcomeUnknownError`:
+    fal lists a request only after it has finished, so absence proves nothing and the submit is never
+    re-sent; the caller keeps looking (the MCP server does, in the background).
     ``enabled=False`` raises :class:`~fal_mcp.fal.errors.SubmitOutcomeUnknownError` at once instead.
     """
 
@@ -103,5 +106,4 @@ class ReconcilePolicy:
     lookups: int = 3
     delay: float = 0.5
     window: float = 60.0
-    max_resubmits: int = 2
     page_limit: int = 100

@@ -149,8 +149,8 @@ async def submit(
     try:
         with anyio.CancelScope(shield=True):  # a submit that left must get its id recorded
             handle = await call.fal.queue.submit(endpoint_id, data, **options)
-    except fe.SubmitOutcomeUnknownError:
-        raise  # the intent stays unresolved; start-up reconciliation finds it
+    except fe.SubmitOutcomeUnknownError as exc:
+        raise await _outcome_unknown(call, endpoint_id, intent, exc) from exc
     except Exception as exc:
         if ledger is not None and intent is not None:
             await recorded(ledger.mark_intent_failed(intent, getattr(exc, "message", str(exc))), intent=intent)
@@ -197,6 +197,24 @@ async def submit_lease(call: Call, endpoint_id: str, digest: str) -> AsyncIterat
             f"{exc}; nothing was submitted by this call (jobs_list shows that job)",
             kind="busy",
         ) from None
+
+
+async def _outcome_unknown(
+    call: Call, endpoint_id: str, intent: str | None, exc: fe.SubmitOutcomeUnknownError
+) -> ToolFailure:
+    """Record the job as UNKNOWN, keep looking for it in the background, and tell the agent exactly that."""
+    from fal_mcp.server import reconcile
+
+    checking = call.ledger is not None and intent is not None and call.state.background is not None
+    if checking:
+        until = exc.sent_at + call.state.settings.reconcile_window_seconds
+        with anyio.CancelScope(shield=True):
+            await call.ledger.mark_intent_unknown(intent, reconcile.unknown_note(exc.sent_at, until))
+        call.state.background.start_soon(
+            reconcile.settle, call.state, call.fal, call.owner, intent, endpoint_id, exc.input_digest, exc.sent_at
+        )
+    log.warning("job.submit_outcome_unknown", tool=call.tool, endpoint_id=endpoint_id, job_id=intent)
+    return reconcile.outcome_unknown_failure(exc, intent, checking)
 
 
 def _event_message(event: Any, outcome: WaitOutcome) -> str | None:

@@ -111,6 +111,7 @@ class UploadOutput(BaseModel):
 
 class JobSummary(BaseModel):
     request_id: str | None
+    job_id: str | None = Field(None, description="This server's id for the job (set before fal answers)")
     endpoint_id: str
     status: JobStatus
     created_at: str

@@ -177,11 +177,12 @@ class ServerState:
             log.warning("reconcile.failed", error=str(exc) or type(exc).__name__, error_type=type(exc).__name__)
 
     async def reconcile_intents(self, fal: FalClient, owner: str) -> int:
-        """Look each unresolved intent up in fal's request history: attach its id, or mark it failed/unknown.
-
-        Only intents from before this process started: this process's own are still in flight.
+        """Look each unresolved intent up in fal's request history: attach its id, or mark it unknown and
+        keep looking in the background (fal lists a request only once it has finished, so absence proves
+        nothing). Only intents from before this process started: this process's own are still in flight.
         """
         from fal_mcp.fal.errors import FalError, SubmitOutcomeUnknownError
+        from fal_mcp.server import reconcile
 
         ledger = await self.ledger()
         if ledger is None:
@@ -189,13 +190,11 @@ class ServerState:
         settled = 0
         intents = [i for i in await ledger.unresolved_intents(owner) if i.created_at < self.started_at]
         for intent in intents:
+            digest = intent.body_digest or intent.input_digest
             known = [r.request_id for r in await ledger.list(owner, endpoint_id=intent.endpoint_id, limit=500)]
             try:
                 handle = await fal.queue.find_submission(
-                    intent.endpoint_id,
-                    digest=intent.body_digest or intent.input_digest,
-                    since=intent.created_at - 60,
-                    exclude=[r for r in known if r],
+                    intent.endpoint_id, digest=digest, since=intent.created_at - 60, exclude=[r for r in known if r]
                 )
             except SubmitOutcomeUnknownError as exc:
                 await ledger.mark_intent_unknown(intent.job_id, exc.message)
@@ -203,15 +202,19 @@ class ServerState:
             except FalError as exc:  # history unreachable now: try again on the next start
                 log.warning("reconcile.unavailable", job_id=intent.job_id, error=exc.message)
                 continue
+            settled += 1
             if handle is not None:
                 await ledger.attach_request_id(intent.job_id, handle.request_id)
                 log.info("reconcile.found", job_id=intent.job_id, request_id=handle.request_id)
-            else:
-                await ledger.mark_intent_failed(
-                    intent.job_id,
-                    "the submit never reached fal (it is not in fal's request history), so nothing was charged",
+                await reconcile.record_outcome(fal, ledger, owner, intent.endpoint_id, handle.request_id)
+                continue
+            until = intent.created_at + self.settings.reconcile_window_seconds
+            note = reconcile.unknown_note(intent.created_at, until, restarted=True)
+            await ledger.mark_intent_unknown(intent.job_id, note)
+            if self.background is not None:
+                self.background.start_soon(
+                    reconcile.settle, self, fal, owner, intent.job_id, intent.endpoint_id, digest, intent.created_at
                 )
-            settled += 1
         return settled
 
     # -- ledger ----------------------------------------------------------------------------------

@@ -29,12 +29,14 @@ RESPONSE_TABLE = [
     (429, {**WITH_ID, "X-Fal-Needs-Retry": "0"}, "", (False, False, False)),
     (500, WITH_ID, "", (False, False, False)),
     (500, {**WITH_ID, "X-Fal-Needs-Retry": "1"}, "", (True, False, False)),
-    (502, {}, NGINX, (True, True, False)),  # edge proxy page: the request never reached fal
+    # fal's edge (nginx) page: 503 means it had no upstream to forward to (nothing queued); a 502/504 may come
+    # after it forwarded the request (upstream reset or timed out), so a submit is not repeated blindly.
+    (502, {}, NGINX, (True, False, False)),
     (502, WITH_ID, "", (True, False, False)),  # fal answered: a submit may have been queued
     (503, {}, NGINX, (True, True, False)),
     (503, WITH_ID, "", (True, True, False)),
     (503, {**WITH_ID, "X-Fal-Retryable": "false"}, "", (False, False, False)),
-    (504, {}, NGINX, (True, True, False)),
+    (504, {}, NGINX, (True, False, False)),
     (504, {**WITH_ID, "X-Fal-Request-Timeout-Type": "user"}, "", (False, False, False)),  # the caller's own deadline
     (400, WITH_ID, "", (False, False, False)),
     (401, WITH_ID, "", (False, False, False)),

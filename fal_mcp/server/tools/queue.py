@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -148,6 +149,8 @@ async def _reuse_or_submit(
             if earlier is not None and earlier.request_id:
                 await call.reporter.report(f"re-attaching to identical job {earlier.request_id} (no new charge)")
                 return earlier.request_id, True
+        if not fresh:
+            await _refuse_while_unknown(call, endpoint, prepared.digest)
         await finalize_input(call.fal, call.state.settings, prepared)
         handle = await jobs.submit(
             call,
@@ -158,6 +161,24 @@ async def _reuse_or_submit(
             **options,
         )
         return handle.request_id, False
+
+
+async def _refuse_while_unknown(call: Call, endpoint: str, digest: str) -> None:
+    """An identical submit whose outcome is still unknown may have been queued: a second one could pay twice."""
+    if call.ledger is None:
+        return
+    window = call.state.settings.reconcile_window_seconds
+    for job in await call.ledger.list(call.owner, status="UNKNOWN", endpoint_id=endpoint, limit=50):
+        if job.input_digest == digest and job.request_id is None and job.created_at >= time.time() - window:
+            raise ToolFailure(
+                f"refused: an identical call to {endpoint} at {job.created} lost fal's answer and its outcome is "
+                "still unknown (fal may have queued and charged it). Nothing was submitted now. Call jobs_list to "
+                f"see whether job {job.job_id} has turned up; pass fresh=true only to pay for a second run anyway.",
+                kind="submit_outcome_unknown",
+                endpoint_id=endpoint,
+                job_id=job.job_id,
+                next_step="Call jobs_list to see that job's outcome; fresh=true pays for a new run regardless.",
+            )
 
 
 @tool_errors
@@ -294,6 +315,7 @@ async def jobs_list(
         jobs=[
             JobSummary(
                 request_id=r.request_id,
+                job_id=r.job_id,
                 endpoint_id=r.endpoint_id,
                 status=r.status,
                 created_at=r.created,
