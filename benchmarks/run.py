@@ -97,6 +97,7 @@ def summary_rows() -> list[list[str]]:
             [
                 f"5 {faults['jobs']} jobs under {faults['config']['rate']:.0%} faults",
                 f"{faults['completed']}/{faults['jobs']} completed, "
+                f"{faults.get('reported_outcome_unknown', 0)} reported outcome unknown, "
                 f"max {faults['max_submissions_per_body']} submit/body, "
                 f"{faults['ids_in_jobs_list']}/{faults['requests_at_emulator']} ids listed",
                 "all complete, once, listed",

@@ -36,7 +36,9 @@ from fal_mcp.log import get_logger
 
 FAULTS_ENV = "FAL_EMULATOR_FAULTS"
 GATEWAY_ROLES = ("queue", "run", "rest", "cdn", "platform")
-KINDS = ("429", "429_no_retry_after", "502", "503", "drop_before", "drop_after", "slow", "sse_break", "400")
+KINDS = ("429", "429_no_retry_after", "502", "503", "drop_before", "drop_after", "slow", "sse_break")
+# Not a transient fault a client should ride out, so not among ``KINDS`` (what "every kind" means): a refusal.
+REFUSALS = ("400",)
 ALIASES = {"drop": "drop_before", "lost_response": "drop_after", "rate_limit": "429", "break": "sse_break"}
 
 log = get_logger(__name__)
@@ -44,8 +46,9 @@ log = get_logger(__name__)
 
 def _kind(name: str) -> str:
     kind = ALIASES.get(name.strip().lower(), name.strip().lower())
-    if kind not in KINDS:
-        raise ValueError(f"unknown fault kind {name!r}; known: {', '.join(KINDS)} (aliases {', '.join(ALIASES)})")
+    if kind not in KINDS + REFUSALS:
+        known = ", ".join(KINDS + REFUSALS)
+        raise ValueError(f"unknown fault kind {name!r}; known: {known} (aliases {', '.join(ALIASES)})")
     return kind
 
 

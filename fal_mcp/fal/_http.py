@@ -10,7 +10,7 @@ import json
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -39,6 +39,7 @@ Role = Literal["queue", "run", "rest", "cdn", "platform", "openapi"]
 AuthMode = Literal["key", "optional", "none"]
 
 DEFAULT_TIMEOUT = httpx2.Timeout(60.0, connect=10.0)
+BACKUP_CONNECT_TIMEOUT = 5.0  # seconds to connect to a domain that has a backup (fal_client's figure)
 USER_AGENT = f"fal-mcp/{__version__}"
 
 
@@ -222,15 +223,17 @@ class FalHTTP:
         while True:
             attempt += 1
             try:
-                self.requests_sent += 1
-                response = await self.client.request(
-                    method,
+                response = await self._send(
                     url,
-                    params=params,
-                    json=json_body,
-                    content=content,
-                    headers=all_headers,
-                    timeout=timeout if timeout is not None else httpx2.USE_CLIENT_DEFAULT,
+                    lambda target: self.client.build_request(
+                        method,
+                        target,
+                        params=params,
+                        json=json_body,
+                        content=content,
+                        headers=all_headers,
+                        timeout=self._timeout_for(target, timeout),
+                    ),
                 )
             except httpx2.LocalProtocolError:
                 raise _unsendable(method, url) from None
@@ -282,17 +285,19 @@ class FalHTTP:
         attempt = 0
         while True:
             attempt += 1
-            request = self.client.build_request(
-                method,
-                url,
-                params=params,
-                json=json_body,
-                headers=all_headers,
-                timeout=timeout if timeout is not None else httpx2.USE_CLIENT_DEFAULT,
-            )
             try:
-                self.requests_sent += 1
-                response = await self.client.send(request, stream=True)
+                response = await self._send(
+                    url,
+                    lambda target: self.client.build_request(
+                        method,
+                        target,
+                        params=params,
+                        json=json_body,
+                        headers=all_headers,
+                        timeout=self._timeout_for(target, timeout),
+                    ),
+                    stream=True,
+                )
             except httpx2.LocalProtocolError:
                 raise _unsendable(method, url) from None
             except httpx2.TransportError as exc:
@@ -334,6 +339,33 @@ class FalHTTP:
             self._unreachable[host] = now + self.retry.unreachable_seconds
             return False
         return True
+
+    async def _send(self, url: str, build: Callable[[str], httpx2.Request], *, stream: bool = False) -> httpx2.Response:
+        """Send once; when no connection to ``url``'s host can be made and fal has a backup domain for it
+        (``queue.fal.run`` → ``queue.falrun.com``, as fal_client does), send there instead. Only a failure
+        to connect falls back: nothing had been sent, so this can never run (or charge) anything twice."""
+        try:
+            self.requests_sent += 1
+            return await self.client.send(build(url), stream=stream)
+        except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
+            backup = self.hosts.backup_url(url)
+            if backup is None:
+                raise
+            log.warning("fal.backup_domain", url=_safe_url(url), backup=_safe_url(backup), error=type(exc).__name__)
+            try:
+                self.requests_sent += 1
+                return await self.client.send(build(backup), stream=stream)
+            except (httpx2.ConnectError, httpx2.ConnectTimeout):
+                raise exc from None  # the main domain's error keeps its retry policy
+
+    def _timeout_for(self, url: str, timeout: httpx2.Timeout | float | None) -> Any:
+        """On a domain with a backup, connecting may take at most :data:`BACKUP_CONNECT_TIMEOUT`, so an
+        unreachable main domain cannot hold the fallback up (fal_client does the same)."""
+        if self.hosts.backup_url(url) is None:
+            return timeout if timeout is not None else httpx2.USE_CLIENT_DEFAULT
+        base = httpx2.Timeout(timeout) if timeout is not None else self.client.timeout
+        connect = BACKUP_CONNECT_TIMEOUT if base.connect is None else min(base.connect, BACKUP_CONNECT_TIMEOUT)
+        return httpx2.Timeout(base.read, connect=connect, write=base.write, pool=base.pool)
 
     def transport_error(self, exc: Exception, url: str) -> FalConnectionError:
         """The :class:`FalConnectionError` for a transport failure, marked for :func:`request_was_sent`."""

@@ -9,6 +9,12 @@ from urllib.parse import urlsplit
 
 BASE_URL_ENV = "FAL_MCP_BASE_URL"
 
+# fal's backup domains (fal_client 1.0.3): tried once when a connection to the main domain cannot be made.
+FAL_BACKUP_ORIGINS = (
+    ("https://fal.run", "https://falrun.com"),
+    ("https://queue.fal.run", "https://queue.falrun.com"),
+)
+
 # Emulator path prefix per role (the emulator serves every role on one origin).
 EMULATOR_PREFIXES = {
     "queue": "/queue",
@@ -31,6 +37,8 @@ class FalHosts:
     platform: str = "https://api.fal.ai/v1"
     # Per-model OpenAPI document: GET {openapi}?endpoint_id=<id>
     openapi: str = "https://fal.ai/api/openapi/queue/openapi.json"
+    # (origin, backup origin): where to connect when the origin cannot be reached at all.
+    backups: tuple[tuple[str, str], ...] = FAL_BACKUP_ORIGINS
 
     @classmethod
     def for_base_url(cls, base_url: str) -> FalHosts:
@@ -39,7 +47,7 @@ class FalHosts:
         parts = urlsplit(base)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"{BASE_URL_ENV} must be an http(s) URL like http://127.0.0.1:8790, got {base_url!r}")
-        return cls(**{role: base + prefix for role, prefix in EMULATOR_PREFIXES.items()})
+        return cls(**{role: base + prefix for role, prefix in EMULATOR_PREFIXES.items()}, backups=())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> FalHosts:
@@ -66,13 +74,25 @@ class FalHosts:
         return self.run
 
     def origins(self) -> frozenset[str]:
-        """scheme://host[:port] of every role: the only places request ids and the key may be sent."""
-        result = set()
-        for url in self.roles().values():
-            parts = urlsplit(url)
-            result.add(f"{parts.scheme}://{parts.netloc}".lower())
+        """scheme://host[:port] of every role and its backup: the only places request ids and the key may go."""
+        result = {_origin(url) for url in self.roles().values()}
+        result |= {backup.lower() for origin, backup in self.backups if origin.lower() in result}
         return frozenset(result)
 
+    def backup_url(self, url: str) -> str | None:
+        """``url`` on its origin's backup domain (``queue.fal.run`` → ``queue.falrun.com``), if it has one."""
+        origin = _origin(url)
+        for primary, backup in self.backups:
+            if primary.lower() == origin:
+                parts = urlsplit(url)
+                rest = url[len(f"{parts.scheme}://{parts.netloc}") :]
+                return backup.rstrip("/") + rest
+        return None
+
     def owns_url(self, url: str) -> bool:
-        parts = urlsplit(url)
-        return f"{parts.scheme}://{parts.netloc}".lower() in self.origins()
+        return _origin(url) in self.origins()
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import socket
 import time
+from dataclasses import replace
 from email.utils import formatdate
 
 import httpx2
 import pytest
 
+from fal_mcp.digest import input_digest
 from fal_mcp.emulator.server import EmulatorServer
 from fal_mcp.fal._http import FalHTTP, request_was_sent
 from fal_mcp.fal.auth import credentials_from_key
+from fal_mcp.fal.client import FalClient
 from fal_mcp.fal.errors import FalConnectionError, RateLimitError
 from fal_mcp.fal.hosts import FalHosts
-from fal_mcp.fal.retry import RetryMode, RetryPolicy
+from fal_mcp.fal.retry import ReconcilePolicy, RetryMode, RetryPolicy
 from tests.fal.conftest import TEST_KEY, MakeEmulator
 
 IDEM, SUBMIT, NONE = RetryMode.IDEMPOTENT, RetryMode.SUBMIT, RetryMode.NONE
@@ -139,3 +142,56 @@ async def test_transport_errors_say_whether_the_request_may_have_arrived(make_em
         with pytest.raises(FalConnectionError) as caught:
             await http.request("POST", http.url("queue", "a/b"), mode=SUBMIT, json_body={})
         assert not request_was_sent(caught.value) and http.requests_sent == 3  # never arrived: retried
+
+
+# -- fal's backup domains (fal_client 1.0.3: fal.run → falrun.com, queue.fal.run → queue.falrun.com) -------------
+
+
+def test_real_hosts_have_fals_backup_domains_and_the_key_may_go_there() -> None:
+    hosts = FalHosts()
+    assert (
+        hosts.backup_url("https://queue.fal.run/fal-ai/flux/dev?x=1") == "https://queue.falrun.com/fal-ai/flux/dev?x=1"
+    )
+    assert hosts.backup_url("https://fal.run/fal-ai/flux/dev") == "https://falrun.com/fal-ai/flux/dev"
+    assert hosts.backup_url("https://rest.fal.ai/storage") is None
+    assert hosts.owns_url("https://queue.falrun.com/x") and not hosts.owns_url("https://evil.falrun.com/x")
+    assert FalHosts.for_base_url("http://127.0.0.1:1").backups == ()
+
+
+def _unreachable_with_backup(server: EmulatorServer) -> FalHosts:
+    """Every role on a port nobody listens on, whose backup domain is the emulator."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    return replace(FalHosts.for_base_url(closed), backups=((closed, server.base_url),))
+
+
+@pytest.mark.anyio
+async def test_a_main_domain_that_cannot_be_reached_falls_back_to_its_backup_once(make_emulator: MakeEmulator) -> None:
+    server = make_emulator()
+    hosts = _unreachable_with_backup(server)
+    data = {"seconds": 1, "case": "backup domain"}
+    async with FalClient(credentials=credentials_from_key(TEST_KEY), hosts=hosts, retry=RetryPolicy(3, 0.001)) as fal:
+        handle = await fal.queue.submit("emulator/slow", data)  # the key went to the backup: the emulator wants it
+        assert fal.http.requests_sent == 2  # the refused connection, then the backup
+        _, output = await fal.queue.subscribe("emulator/slow", {"seconds": 2})
+    assert server.state.submissions[f"emulator/slow {input_digest(data)}"] == 1
+    assert handle.request_id and output["seconds"] == 2
+
+
+@pytest.mark.anyio
+async def test_a_request_that_reached_the_main_domain_never_goes_to_the_backup(make_emulator: MakeEmulator) -> None:
+    primary, backup = make_emulator(), make_emulator()
+    primary.state.faults.add("drop_after", count=1, role="queue", method="POST")
+    hosts = replace(FalHosts.for_base_url(primary.base_url), backups=((primary.base_url, backup.base_url),))
+    data = {"seconds": 1, "case": "no backup after sending"}
+    async with FalClient(
+        credentials=credentials_from_key(TEST_KEY),
+        hosts=hosts,
+        retry=RetryPolicy(3, 0.001),
+        reconcile=ReconcilePolicy(lookups=1),
+    ) as fal:
+        handle = await fal.queue.submit("emulator/slow", data)  # the lost answer is found in history, not re-sent
+    assert handle.reconciled
+    assert primary.state.submissions[f"emulator/slow {input_digest(data)}"] == 1
+    assert not backup.state.submissions
