@@ -357,7 +357,7 @@ async def test_lost_answer_under_lagging_history_is_outcome_unknown_until_fal_li
     found, so the submit is reported as outcome unknown — never re-sent — and is found once listed."""
     server = make_emulator(history_lag_seconds=5)  # 0.1 s real at FAST's time scale
     server.state.faults.add("drop_after", count=1, role="queue", method="POST")
-    data = {"seconds": 10, "steps": 1, "case": "lagging history"}
+    data = {"seconds": 100, "steps": 1, "case": "lagging history"}  # 2 s: still running when the answer is lost
     async with make_client(server) as fal:
         with pytest.raises(SubmitOutcomeUnknownError) as caught:
             await fal.queue.submit(SLOW, data)
@@ -368,7 +368,7 @@ async def test_lost_answer_under_lagging_history_is_outcome_unknown_until_fal_li
             while found is None:
                 found = await fal.queue.find_submission(SLOW, data, since=caught.value.sent_at - 60)
                 await anyio.sleep(0.05)
-        assert found.request_id == request_id and (await fal.queue.result(SLOW, request_id))["seconds"] == 10
+        assert found.request_id == request_id and (await fal.queue.result(SLOW, request_id))["seconds"] == 100
     assert submitted(server, data) == 1
 
 
