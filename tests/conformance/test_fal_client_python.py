@@ -9,6 +9,7 @@ modules get their original namespaces back, so other tests keep the classes they
 
 from __future__ import annotations
 
+import base64
 import gc
 import importlib
 import io
@@ -349,3 +350,25 @@ async def test_unknown_app_is_404(fal: ModuleType, sync_client: Any, async_clien
     for error in (ran.value, submitted.value):
         assert error.status_code == s.UNKNOWN_APP_ERROR.status_code
         assert error.message == s.UNKNOWN_APP_ERROR.body["detail"]
+
+
+def test_every_modality_through_fal_client(sync_client: Any, download: Any) -> None:
+    """fal's own client, unchanged, on the offline models of real endpoints with their real inputs."""
+    video = sync_client.subscribe("fal-ai/veo3", {"prompt": "waves", "duration": "4s", "generate_audio": False})
+    served = download(video["video"]["url"])
+    assert served.headers["content-type"] == "video/mp4" and served.content[4:8] == b"ftyp"
+    picture = "data:image/png;base64," + base64.b64encode(s.image_png()).decode()
+    edited = sync_client.subscribe("fal-ai/nano-banana/edit", {"prompt": "combine", "image_urls": [picture]})
+    assert download(edited["images"][0]["url"]).headers["content-type"] == "image/png"
+    text = "fal client speech round trip"
+    speech = sync_client.subscribe("fal-ai/kokoro/american-english", {"prompt": text, "voice": "af_bella"})
+    assert download(speech["audio"]["url"]).content[:4] == b"RIFF"
+    heard = sync_client.subscribe("fal-ai/wizper", {"audio_url": speech["audio"]["url"]})
+    assert heard["text"] == text and heard["chunks"][0]["text"] == text
+
+
+def test_a_listed_model_that_cannot_run_offline_says_so(fal: ModuleType, sync_client: Any) -> None:
+    with pytest.raises(fal.FalClientHTTPError) as refused:
+        sync_client.submit("fal-ai/flux/schnell", {"prompt": "x"})
+    assert refused.value.status_code == 404
+    assert refused.value.message.startswith("fal-ai/flux/schnell is not runnable in the offline emulator")
