@@ -32,6 +32,8 @@ DEFAULT_OUTPUT_DIR = "fal-demo-output"
 DEFAULT_TIME_SCALE = 0.4  # a flux job takes ~1 s: long enough to watch the bar move
 DEMO_KEY = "demo-key:offline"  # the emulator accepts any key; it never leaves this machine
 IMAGE_TO_IMAGE = "fal-ai/flux/dev/image-to-image"
+TEXT_TO_SPEECH = "fal-ai/kokoro/american-english"
+SPEECH_TO_TEXT = "fal-ai/wizper"
 SLOW = "emulator/slow"
 POLL_SECONDS = 0.2
 STEP_PATTERN = re.compile(r"\bstep\s+(\d+)\s*/\s*(\d+)", re.IGNORECASE)
@@ -287,6 +289,22 @@ class Demo:
             + ", ".join(self.shown(f) for f in files)
         )
 
+    async def speech(self) -> str:
+        text = "Hello from the offline fal emulator"
+        args = {"endpoint_id": TEXT_TO_SPEECH, "input": {"prompt": text}, "download_dir": str(self.output_dir)}
+        spoken = await self.call("fal_subscribe", args)
+        audio = next((f for f in spoken["files"] if f.get("saved_path")), None)
+        if audio is None:
+            raise StepFailed(f"fal_subscribe finished ({spoken['status']}) but saved no audio")
+        self.saved.append(Path(audio["saved_path"]))
+        heard = await self.call("fal_subscribe", {"endpoint_id": SPEECH_TO_TEXT, "input": {"audio_url": audio["url"]}})
+        output = heard.get("output") or {}
+        chunks = output.get("chunks") or []
+        return (
+            f"{audio['content_type']} saved to {self.shown(audio['saved_path'])}; transcribed back: "
+            f"{output.get('text')!r} ({len(chunks)} timestamped chunk(s))"
+        )
+
     async def poll(self) -> str:
         submitted = await self.call("queue_submit", {"endpoint_id": SLOW, "input": {"seconds": 6, "steps": 6}})
         request_id = submitted["request_id"]
@@ -425,6 +443,7 @@ async def run_demo(options: DemoOptions, stream: IO[str] | None = None) -> int:
                 await demo.step("model_schema", demo.schema)
                 await demo.step("upload_file", demo.upload)
                 await demo.step("fal_subscribe (image-to-image)", demo.image_to_image)
+                await demo.step("fal_subscribe (text-to-speech, then speech-to-text)", demo.speech)
                 await demo.step("queue_submit + queue_status + queue_result", demo.poll)
                 await demo.step("queue_submit + queue_cancel", demo.cancel)
                 await demo.step("jobs_list", demo.jobs)

@@ -17,9 +17,10 @@ STEPS = (
     "2. model_schema",
     "3. upload_file",
     "4. fal_subscribe (image-to-image)",
-    "5. queue_submit + queue_status + queue_result",
-    "6. queue_submit + queue_cancel",
-    "7. jobs_list",
+    "5. fal_subscribe (text-to-speech, then speech-to-text)",
+    "6. queue_submit + queue_status + queue_result",
+    "7. queue_submit + queue_cancel",
+    "8. jobs_list",
 )
 ANSI = re.compile(r"\x1b\[")
 
@@ -65,11 +66,13 @@ def test_plain_demo_runs_every_step_offline(tmp_path: Path) -> None:
     assert "/cdn/" in step_line(output, STEPS[2])
     assert "local path uploaded automatically" in step_line(output, STEPS[3])
     assert "· Denoising step 28/28 (100%)" in output  # plain progress: one line per new message
-    assert "COMPLETED" in step_line(output, STEPS[4]) and "Slept 6 seconds" in step_line(output, STEPS[4])
-    assert "CANCELLATION_REQUESTED" in step_line(output, STEPS[5])
-    jobs = step_line(output, STEPS[6])
-    assert "3 jobs" in jobs and "COMPLETED" in jobs and "CANCELLED" in jobs
-    assert "all steps passed" in output and "claude mcp add" in output and "The emulator ran 3 jobs" in output
+    speech = step_line(output, STEPS[4])
+    assert "audio/wav saved to" in speech and "transcribed back: 'Hello from the offline fal emulator'" in speech
+    assert "COMPLETED" in step_line(output, STEPS[5]) and "Slept 6 seconds" in step_line(output, STEPS[5])
+    assert "CANCELLATION_REQUESTED" in step_line(output, STEPS[6])
+    jobs = step_line(output, STEPS[7])
+    assert "5 jobs" in jobs and "COMPLETED" in jobs and "CANCELLED" in jobs
+    assert "all steps passed" in output and "claude mcp add" in output and "The emulator ran 5 jobs" in output
     # Real images: the sample that was uploaded and the generated one, at the sample's size.
     images = sorted(out_dir.glob("*.png"))
     assert len(images) == 2, images
@@ -129,6 +132,7 @@ def test_failing_step_exits_non_zero_with_a_clean_message(tmp_path: Path) -> Non
     upload = step_line(output, STEPS[2])
     assert upload.startswith("✗ ") and "cannot use" in upload and "as the output directory" in upload
     assert step_line(output, STEPS[3]).startswith("✗ ") and "skipped" in step_line(output, STEPS[3])
-    for step in (*STEPS[:2], *STEPS[4:]):  # the independent steps still ran
+    assert step_line(output, STEPS[4]).startswith("✗ ") and "refused" in step_line(output, STEPS[4])  # saves there too
+    for step in (*STEPS[:2], *STEPS[5:]):  # the independent steps still ran
         assert step_line(output, step).startswith("✓ "), step
-    assert "5/7 steps passed" in output and "Failed: upload_file: cannot use" in output
+    assert "5/8 steps passed" in output and "Failed: upload_file: cannot use" in output
