@@ -9,7 +9,8 @@ its RSS is read from ``/proc/<pid>/status`` before and after. Three cases, each 
 - ``closed``: fal-shaped random keys (``<uuid>:<32 hex>``) — each opens a session, calls ``jobs_list``
   (which builds that caller's fal client and ledger view) and DELETEs the session, as clients do;
 - ``held``: fal-shaped random keys that open a session and never close it (the SDK keeps each session's
-  state until it is idle for 30 minutes; the server caps open sessions at 1,000).
+  state until it is idle for 30 minutes). The server caps open sessions at 1,000, so this case opens as
+  many as fit after the warm-up, then checks that one more is refused (503).
 
     python -m benchmarks.per_user_keys [--keys 1000]
 """
@@ -34,6 +35,9 @@ import httpx2
 from benchmarks._common import print_table, say, server_env, write_result
 from fal_mcp.emulator.config import EmulatorConfig
 from fal_mcp.emulator.server import EmulatorServer
+from fal_mcp.server.http import MAX_SESSIONS
+
+WARM_UP = 20
 
 PROTOCOL = "2025-11-25"
 ACCEPT = "application/json, text/event-stream"
@@ -113,11 +117,20 @@ def run_case(case: str, keys: int, base_url: str) -> dict[str, Any]:
         server = Server(Path(tmp), base_url)
         try:
             make = (lambda i: refused_key(i)) if case == "refused" else (lambda i: fal_shaped_key())
-            for i in range(20):
+            for i in range(WARM_UP):
                 feed(http, server.url, make(i), case)
+            if case == "held":
+                keys = min(keys, MAX_SESSIONS - WARM_UP)
             before = rss_mib(server.process.pid)
             times = [feed(http, server.url, make(i), case) for i in range(keys)]
             after = rss_mib(server.process.pid)
+            if case == "held":
+                try:
+                    feed(http, server.url, fal_shaped_key(), case)
+                except AssertionError as exc:
+                    assert "Too many open sessions" in str(exc), exc
+                else:
+                    raise AssertionError(f"a session beyond {MAX_SESSIONS} was opened")
         finally:
             server.stop()
     first, last = statistics.median(times[:100]) * 1000, statistics.median(times[-100:]) * 1000

@@ -16,7 +16,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-BENCHMARKS = ("cold_start", "tool_list", "completion", "memory", "faults")
+BENCHMARKS = ("cold_start", "tool_list", "completion", "memory", "faults", "per_user_keys")
 
 
 def say(text: str = "") -> None:
