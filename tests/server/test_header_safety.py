@@ -184,3 +184,23 @@ async def test_refused_connections_are_still_retried_briefly(emulator: EmulatorS
         with pytest.raises(FalConnectionError):
             await http.request("GET", http.url("queue", "y"), mode=RetryMode.SUBMIT, auth="none")
         assert http.requests_sent == http.retry.max_connect_attempts + 1
+
+
+async def test_a_malformed_header_that_reaches_the_http_library_is_not_taken_for_a_lost_request(
+    emulator: EmulatorServer,
+) -> None:
+    """Defence in depth: h11 refuses the value mid-send (connection already open). That is not a request that
+    may have reached fal (no retry, no history look-up), and its message, which quotes the value, is dropped."""
+    http = FalHTTP(hosts=FalHosts.for_base_url(emulator.base_url))
+    async with http:
+        with pytest.raises(InvalidArgumentError) as raised:
+            await http.request(
+                "POST",
+                http.url("queue", "emulator/slow"),
+                mode=RetryMode.SUBMIT,
+                auth="none",
+                json_body={"seconds": 1},
+                headers={"X-Smuggled": "secret-value-7f3a\r\nX-Other: 1"},
+            )
+    assert "secret-value-7f3a" not in str(raised.value) and raised.value.__cause__ is None
+    assert http.requests_sent == 1  # tried once, never retried

@@ -291,3 +291,36 @@ def test_per_user_off_loopback_needs_a_token(tmp_path: Path) -> None:
     check_exposure("127.0.0.1", token=None, per_user=True)  # and on loopback without one
     with pytest.raises(ConfigError):
         check_exposure("::", token=None, per_user=True)
+
+
+# -- redaction that does not grow per caller ----------------------------------------------------------
+
+
+def test_caller_secrets_are_masked_from_a_bounded_set_without_a_regex_per_caller() -> None:
+    from fal_mcp import redact
+
+    saved = (set(redact._secrets), redact._pattern, dict(redact._caller_parts))
+    redact._caller_parts.clear()
+    try:
+        keys = [f"{uuid.uuid4()}:{secrets.token_hex(16)}" for _ in range(redact.MAX_CALLER_SECRETS)]
+        compiled_before = redact._pattern
+        for key in keys:
+            redact.remember_caller_secret(key)
+        assert redact.caller_secret_count() == redact.MAX_CALLER_SECRETS  # two parts per key, the oldest dropped
+        assert redact._pattern is compiled_before  # no pattern rebuilt for callers
+        newest = keys[-1]
+        key_id, secret = newest.split(":")
+        text = f"failed for {newest}; secret alone: '{secret}', id={key_id}, in json {json.dumps({'k': newest})}"
+        masked = redact.redact(text)
+        assert secret not in masked and key_id not in masked, masked
+        # An opaque caller secret (not fal's uuid:hex shape) is masked by membership, not by its shape.
+        redact.remember_caller_secret("caller-id-0001:opaque_secret_value_123")
+        assert "opaque_secret_value_123" not in redact.redact("x opaque_secret_value_123 y")
+        assert redact.redact("a harmless sentence with ordinary words") == "a harmless sentence with ordinary words"
+        # Any fal-shaped key is masked even if never registered (e.g. the oldest, evicted one).
+        assert keys[0] not in redact.redact(f"old {keys[0]}")
+    finally:  # leave the process's secrets as they were (other tests' credentials stay registered)
+        redact.forget_secrets()
+        redact._secrets.update(saved[0])
+        redact._pattern = saved[1]
+        redact._caller_parts.update(saved[2])
