@@ -80,6 +80,11 @@ def test_wheel_holds_the_package_its_metadata_and_no_tests(wheel: Path) -> None:
     for module in ("fal_mcp/__init__.py", "fal_mcp/cli.py", "fal_mcp/server/app.py", "fal_mcp/emulator/app.py"):
         assert module in names
     assert not [n for n in names if "/tests/" in n or n.startswith("tests/") or "conftest" in n]
+    # The emulator's catalog: fal's documents with their attribution and licence, and its metadata.
+    documents = [n for n in names if n.startswith("fal_mcp/emulator/data/openapi/") and n.endswith(".json.gz")]
+    assert len(documents) >= 110 and "fal_mcp/emulator/data/catalog.json" in names
+    assert "MIT License" in zipfile.ZipFile(wheel).read("fal_mcp/emulator/data/SOURCES.md").decode()
+    assert wheel.stat().st_size < 2 * 1024 * 1024  # the vendored documents stay small
     assert metadata["Name"] == meta["name"] and metadata["Version"] == meta["version"]
     assert "fal-mcp = fal_mcp.cli:main" in entry_points
     # The MCP Registry proves PyPI ownership by finding this marker in the published description.
