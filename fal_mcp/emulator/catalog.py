@@ -112,7 +112,12 @@ def _read(path: Path) -> Any:
 def load_dir(directory: Path) -> dict[str, Document]:
     """Every fal queue document in ``directory`` by endpoint id; other JSON files are skipped (logged)."""
     found: dict[str, Document] = {}
-    for path in sorted(directory.iterdir()):
+    try:
+        paths = sorted(directory.iterdir())
+    except OSError as exc:
+        log.warning("emulator catalog directory unreadable", path=str(directory), reason=str(exc))
+        return found
+    for path in paths:
         if not path.name.endswith((".json", ".json.gz")) or not path.is_file():
             continue
         try:
@@ -138,7 +143,7 @@ def overlay() -> dict[str, dict[str, Any]]:
 
 @functools.cache
 def documents(extra_dirs: tuple[str, ...] = ()) -> dict[str, Document]:
-    """Vendored documents, then those of ``extra_dirs`` (a later one replaces an earlier one's id)."""
+    """Vendored documents, then those of ``extra_dirs`` (a later one replaces an earlier one's id); read once."""
     found = dict(vendored())
     for directory in extra_dirs:
         found.update(load_dir(Path(directory).expanduser()))

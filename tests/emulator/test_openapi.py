@@ -12,10 +12,11 @@ import httpx2
 import jsonschema
 import pytest
 
+from fal_mcp.emulator.catalog import load_dir
 from fal_mcp.emulator.openapi import schema_prefix
 from fal_mcp.emulator.server import EmulatorServer
 from tests.emulator.conftest import MakeEmulator, client_for
-from tests.realdata import openapi_doc, openapi_index
+from tests.realdata import openapi_doc, openapi_index, shared_data
 
 pytestmark = pytest.mark.anyio
 
@@ -84,7 +85,7 @@ async def test_any_real_document_dropped_into_a_catalog_dir_is_served(
     text = json.dumps(unseen).replace("fal-ai/veo3", "acme/veo-clone")
     (tmp_path / "acme__veo-clone.json.gz").write_bytes(gzip.compress(text.encode()))
     (tmp_path / "index.json").write_text("[]")
-    server = make_emulator(catalog_dirs=(str(tmp_path),))
+    server = make_emulator(catalog_dirs=(str(tmp_path / "missing"), str(tmp_path)))  # a missing dir is skipped
     async with client_for(server) as http:
         served = await http.get("/openapi", params={"endpoint_id": "acme/veo-clone"})
         assert served.status_code == 200 and served.json() == json.loads(text)
@@ -116,3 +117,14 @@ def test_schema_names_drop_the_owner() -> None:
     assert schema_prefix("alibaba/happy-horse/image-to-video") == "HappyHorseImageToVideo"
     assert schema_prefix("fal-ai/flux-pro/v1.1-ultra") == "FluxProV11Ultra"
     assert schema_prefix("fal-ai/hunyuan3d-v21") == "Hunyuan3dV21"
+
+
+def test_every_real_document_is_understood_as_it_comes() -> None:
+    """The shared originals (plain JSON, beside an index.json that is no document) load as they are: each
+    endpoint's id, its input schema (usable by a validator) and its output schema."""
+    loaded = load_dir(shared_data() / "fal-openapi")
+    assert set(loaded) == {entry["endpoint_id"] for entry in openapi_index()}
+    for endpoint_id, document in loaded.items():
+        assert document.input_schema.get("type") == "object", endpoint_id
+        jsonschema.Draft7Validator.check_schema(document.input_schema)
+        assert isinstance(document.output_schema, dict), endpoint_id
