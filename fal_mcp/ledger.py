@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -72,6 +73,13 @@ class JobNotFoundError(LedgerError, LookupError):
 
 class LeaseBusyError(LedgerError):
     """Another process kept submitting the identical request for longer than we may wait."""
+
+
+@dataclass
+class SubmitLease:
+    """A held submit lease; ``took_over`` when it was taken from a holder that stopped renewing it."""
+
+    took_over: bool = False
 
 
 # An identical submit in flight in another process holds a lease this long, renewed while it works.
@@ -622,17 +630,20 @@ class Ledger:
         ttl: float = LEASE_TTL,
         max_wait: float = LEASE_MAX_WAIT,
         on_wait: Callable[[], Awaitable[None]] | None = None,
-    ) -> AsyncIterator[None]:
+    ) -> AsyncIterator[SubmitLease]:
         """Hold the right to submit this exact request, across every process sharing the file.
 
         Identical calls from two server processes would otherwise both find nothing to re-attach
         to and both pay. The lease is a row claimed under ``BEGIN IMMEDIATE``; the holder renews it
         every ``ttl / 3`` while it works and deletes it when done, so the other process waits, then
         finds the holder's request in the ledger and re-attaches. A holder that died stops renewing:
-        its lease expires after ``ttl``. Waiting longer than ``max_wait`` raises :class:`LeaseBusyError`.
+        its lease expires after ``ttl`` (the next holder's :attr:`SubmitLease.took_over` then says so: that
+        holder's submit may have reached fal). Waiting longer than ``max_wait`` raises :class:`LeaseBusyError`.
         """
         holder = uuid.uuid4().hex
         key = (owner, endpoint_id, input_digest)
+
+        lease = SubmitLease()
 
         def claim(conn: sqlite3.Connection, now: float) -> bool:
             with _transaction(conn):
@@ -643,6 +654,8 @@ class Ledger:
                 ).fetchone()
                 if row is not None and row[0] != holder and row[1] > now:
                     return False
+                if row is not None and row[0] != holder:
+                    lease.took_over = True  # its holder stopped renewing: it died, or is stuck
                 conn.execute(
                     "INSERT OR REPLACE INTO submit_leases (owner, endpoint_id, input_digest, holder, expires_at) "
                     "VALUES (?, ?, ?, ?, ?)",
@@ -682,7 +695,7 @@ class Ledger:
         async with anyio.create_task_group() as renewing:
             renewing.start_soon(renew)
             try:
-                yield
+                yield lease
             except BaseException as exc:  # re-raised below, outside the task group (no exception group)
                 failure = exc
             finally:
@@ -694,6 +707,35 @@ class Ledger:
                         logger.warning("ledger.lease_release_failed", error=str(exc))
         if failure is not None:
             raise failure
+
+    async def abandon_intents(self, owner: str, endpoint_id: str, input_digest: str, error: str) -> int:
+        """Mark ``owner``'s unanswered intents for this exact request ``UNKNOWN``: their submitter is gone.
+
+        For the next holder of a lease whose holder stopped renewing it: that process may have sent its
+        submit and died before recording fal's answer, so the submit's outcome is unknown (reconciliation
+        looks it up in fal's history; an answer that turns up later still attaches).
+        """
+
+        def abandon(conn: sqlite3.Connection, now: float) -> int:
+            with _transaction(conn):
+                cursor = conn.execute(
+                    """UPDATE jobs SET status = ?, error = ?, error_type = ?, updated_at = ?
+                       WHERE owner = ? AND endpoint_id = ? AND input_digest = ? AND request_id IS NULL
+                         AND status = ?""",
+                    (
+                        JobStatus.UNKNOWN,
+                        redact(error),
+                        "submit_outcome_unknown",
+                        now,
+                        owner,
+                        endpoint_id,
+                        input_digest,
+                        JobStatus.SUBMITTING,
+                    ),
+                )
+            return cursor.rowcount
+
+        return await self._run(abandon)
 
     # -- status --
 

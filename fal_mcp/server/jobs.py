@@ -181,7 +181,11 @@ async def recorded(write: Awaitable[Any], **ids: Any) -> None:
 
 @asynccontextmanager
 async def submit_lease(call: Call, endpoint_id: str, digest: str) -> AsyncIterator[None]:
-    """Across processes sharing the ledger, one identical submit at a time (see ``Ledger.submit_lease``)."""
+    """Across processes sharing the ledger, one identical submit at a time (see ``Ledger.submit_lease``).
+
+    A lease taken over from a holder that stopped renewing it leaves that holder's unanswered intent for
+    this request ``UNKNOWN``: it may have reached fal, so it is never treated as "nothing to re-attach to".
+    """
     if call.ledger is None:
         yield
         return
@@ -190,7 +194,15 @@ async def submit_lease(call: Call, endpoint_id: str, digest: str) -> AsyncIterat
         await call.reporter.report("an identical call from another fal-mcp process is submitting; waiting for it")
 
     try:
-        async with call.ledger.submit_lease(call.owner, endpoint_id, digest, on_wait=waiting):
+        async with call.ledger.submit_lease(call.owner, endpoint_id, digest, on_wait=waiting) as lease:
+            if lease.took_over:
+                abandoned = await call.ledger.abandon_intents(
+                    call.owner,
+                    endpoint_id,
+                    digest,
+                    "the fal-mcp process submitting it stopped before recording fal's answer; it may have been queued",
+                )
+                log.warning("ledger.lease_taken_over", endpoint_id=endpoint_id, abandoned_intents=abandoned)
             yield
     except LeaseBusyError as exc:
         raise ToolFailure(

@@ -277,3 +277,27 @@ async def test_a_ledger_locked_mid_session_refuses_before_paying_and_never_loses
         listed = structured(await call(client, "jobs_list", {}))["jobs"]
     assert [j["request_id"] for j in listed] == [job["request_id"]]
     assert submissions(emulator, "emulator/slow", during) == 1
+
+
+async def test_a_lease_left_by_a_dead_process_makes_its_unanswered_submit_unknown(
+    settings: Settings, emulator: EmulatorServer
+) -> None:
+    """A process took the lease, recorded its intent, maybe sent the submit, and died (its lease expired).
+    The next identical call must not take that intent for 'nothing sent': it becomes UNKNOWN (reconciled
+    through fal's history), never silently ignored."""
+    data = {"seconds": 1, "steps": 1, "fail": False, "tag": uuid.uuid4().hex}
+    async with Client(make_server(settings)) as client:
+        await call(client, "jobs_list", {})  # started (intents from before a start are reconciled separately)
+        async with await anyio.to_thread.run_sync(Ledger.open, settings.ledger_path) as ledger:
+            intent = await ledger.record_intent("emulator/slow", "local", data, "fal_subscribe")
+            record = await ledger.get(intent, "local")
+        assert record is not None
+        conn = sqlite3.connect(settings.ledger_path, isolation_level=None)
+        conn.execute(
+            "INSERT INTO submit_leases VALUES ('local', 'emulator/slow', ?, 'dead-process', 1)", (record.input_digest,)
+        )
+        conn.close()
+        await call(client, "fal_subscribe", {"endpoint_id": "emulator/slow", "input": data})
+        jobs = structured(await call(client, "jobs_list", {}))["jobs"]
+    dead = next(j for j in jobs if j["request_id"] is None)
+    assert dead["status"] == "UNKNOWN" and "stopped before recording fal's answer" in dead["error"]
