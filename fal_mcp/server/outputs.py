@@ -72,6 +72,7 @@ class JobOutput(BaseModel):
     cost_estimate_usd: float | None = None
     reattached: bool = Field(False, description="True when an identical earlier job was reused instead of paying again")
     gallery: str | None = Field(None, description="index.html in download_dir showing every saved job")
+    full_output: str | None = Field(None, description="Set when output was cut: the file holding all of it")
     next_step: str | None = None
 
 
@@ -133,6 +134,8 @@ class StreamOutput(BaseModel):
     output: Any = None
     events: int = 0
     files: list[OutputFile] = Field(default_factory=list)
+    full_output: str | None = None
+    next_step: str | None = None
 
 
 class RealtimeOutput(BaseModel):

@@ -20,7 +20,7 @@ import anyio
 from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
 
 from fal_mcp.log import get_logger
-from fal_mcp.server.outputs import JobOutput, OutputFile
+from fal_mcp.server.outputs import JobOutput, OutputFile, StreamOutput
 from fal_mcp.server.posters import previewable, still_image
 
 if TYPE_CHECKING:
@@ -99,6 +99,78 @@ def shorten_data_uris(value: Any, limit: int = INLINE_DATA_LIMIT) -> Any:
     return value
 
 
+# Very large outputs (a long LLM answer, a huge JSON) would swamp the model's context and pass hosts' result
+# limits: structuredContent keeps strings up to OUTPUT_STRING_LIMIT characters and the text summary repeats
+# up to TEXT_OUTPUT_LIMIT of the output; what is cut is saved whole to a file both halves point to.
+OUTPUT_STRING_LIMIT = 50_000
+TEXT_OUTPUT_LIMIT = 8_000
+ANSWER_FIELDS = ("output", "text", "answer", "content", "response")
+
+
+def cap_strings(value: Any, limit: int = OUTPUT_STRING_LIMIT) -> tuple[Any, int]:
+    """``value`` with every string longer than ``limit`` cut (marked); and how many characters were cut."""
+    cut = 0
+
+    def walk(item: Any) -> Any:
+        nonlocal cut
+        if isinstance(item, str) and len(item) > limit:
+            cut += len(item) - limit
+            return item[:limit] + f"…[{len(item) - limit} more characters: see full_output]"
+        if isinstance(item, dict):
+            return {k: walk(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [walk(v) for v in item]
+        return item
+
+    return walk(value), cut
+
+
+def keep_full_output(call: Call, output: Any, name: str | None) -> str | None:
+    """Save an output too large to return whole; the path, or ``None`` where no local file can help."""
+    import json
+    import uuid
+
+    from fal_mcp.config import default_cache_dir
+
+    base = call.state.settings.cache_dir or default_cache_dir()
+    if base is None or call.state.per_user:  # a remote caller cannot open the server's files
+        return None
+    path = base / "outputs" / f"{name or uuid.uuid4().hex}.json"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(output, ensure_ascii=False, indent=1), encoding="utf-8")
+    except OSError as exc:
+        log.warning("output.not_kept", error=type(exc).__name__)
+        return None
+    return str(path)
+
+
+def cap_output(call: Call, output: Any, name: str | None) -> tuple[Any, str | None]:
+    """(output fit to return, path of the whole output when it had to be cut)."""
+    capped, cut = cap_strings(output)
+    return (capped, keep_full_output(call, output, name)) if cut else (output, None)
+
+
+def output_text(output: Any, limit: int = TEXT_OUTPUT_LIMIT) -> str:
+    """fal's output as a text-only host should see it: an answer's text as is, the rest as compact JSON."""
+    import json
+
+    answer = None
+    rest = output
+    if isinstance(output, dict):
+        key = next((k for k in ANSWER_FIELDS if isinstance(output.get(k), str)), None)
+        if key is not None:
+            answer = output[key]
+            rest = {k: v for k, v in output.items() if k != key}
+    parts = [answer] if answer else []
+    if rest not in (None, {}, []):
+        parts.append(json.dumps(rest, ensure_ascii=False, separators=(",", ":"), default=str))
+    text = "\n".join(parts)
+    if len(text) > limit:
+        text = text[:limit] + f"…[{len(text) - limit} more characters in the structured result]"
+    return text
+
+
 def summary(job: JobOutput) -> str:
     parts = [f"{job.endpoint_id} {job.status.lower().replace('_', ' ')}"]
     if job.request_id:
@@ -121,10 +193,12 @@ def summary(job: JobOutput) -> str:
             text += "; …"
         if job.gallery:
             text += f". Gallery of saved jobs: {job.gallery}"
-    elif job.output is not None and job.status == "COMPLETED":
-        text += " Output is in the structured result."
+    if job.output is not None and job.status == "COMPLETED":
+        text += "\nOutput:\n" + output_text(job.output)
+    if job.full_output:
+        text += f"\nThe output was too large to return whole; all of it is in {job.full_output}"
     if job.next_step:
-        text += " " + job.next_step
+        text += "\nNext step: " + job.next_step
     return text
 
 
@@ -239,7 +313,9 @@ async def job_result(
     download_dir: str | None = None,
     name_template: NameTemplate | None = None,
     job_input: dict[str, Any] | None = None,
+    resumable: bool = False,
 ) -> CallToolResult:
+    """The completed job as a result; ``resumable`` when queue_result can fetch it again (queue jobs)."""
     job.files = find_files(job.output)
     gallery = None
     if download_dir and job.files:
@@ -248,7 +324,13 @@ async def job_result(
         except Exception as exc:
             raise _not_saved(job, exc) from exc
         job.gallery = str(gallery) if gallery else None
-    job.output = shorten_data_uris(job.output)
+    job.output, job.full_output = cap_output(call, shorten_data_uris(job.output), job.request_id)
+    unsaved = [f for f in job.files if not f.saved_path and not f.url.startswith("data:")]
+    if resumable and unsaved and job.request_id and not job.next_step:
+        job.next_step = (
+            f"To keep local copies of the files, call queue_result(request_id='{job.request_id}', "
+            "download_dir='<folder>') (no new charge)."
+        )
     content: list[ContentBlock] = [TextContent(type="text", text=summary(job))]
     for f in job.files:
         if f.url.startswith("data:"):
@@ -315,6 +397,21 @@ def saved_links(files: list[OutputFile], gallery: Path | None) -> list[ResourceL
             )
         )
     return links
+
+
+def stream_result(call: Call, streamed: StreamOutput) -> CallToolResult:
+    """A finished stream: its final output (an LLM's answer) readable in the text, capped like job outputs."""
+    streamed.output, streamed.full_output = cap_output(call, shorten_data_uris(streamed.output), None)
+    text = f"{streamed.endpoint_id} streamed {streamed.events} event(s); final output:\n{output_text(streamed.output)}"
+    if streamed.full_output:
+        text += f"\nThe output was too large to return whole; all of it is in {streamed.full_output}"
+    content: list[ContentBlock] = [TextContent(type="text", text=text)]
+    content.extend(
+        ResourceLink(type="resource_link", uri=f.url, name=f.file_name or "output", mime_type=f.content_type)
+        for f in streamed.files
+        if not f.url.startswith("data:")
+    )
+    return CallToolResult(content=content, structured_content=streamed.model_dump(mode="json"))
 
 
 def pending_result(job: JobOutput) -> CallToolResult:

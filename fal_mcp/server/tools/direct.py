@@ -86,7 +86,9 @@ async def fal_run(ctx: Context, endpoint_id: EndpointArg, input: InputArg) -> An
 
 
 @tool_errors
-async def fal_stream(ctx: Context, endpoint_id: EndpointArg, input: InputArg) -> StreamOutput:
+async def fal_stream(
+    ctx: Context, endpoint_id: EndpointArg, input: InputArg
+) -> Annotated[CallToolResult, StreamOutput]:
     """Run a streaming model (e.g. an LLM): partial outputs arrive as progress messages; returns the final one."""
     endpoint = jobs.parse_endpoint(endpoint_id)
     call = await Call.start(ctx, "fal_stream")
@@ -101,8 +103,8 @@ async def fal_stream(ctx: Context, endpoint_id: EndpointArg, input: InputArg) ->
                 await call.reporter.report(_partial_text(event), steps=_stream_steps(event))
     if count == 0:
         raise ToolFailure(f"{endpoint} closed its stream without any output", kind="fal_error")
-    return StreamOutput(
-        endpoint_id=endpoint, output=results.shorten_data_uris(last), events=count, files=results.find_files(last)
+    return results.stream_result(
+        call, StreamOutput(endpoint_id=endpoint, output=last, events=count, files=results.find_files(last))
     )
 
 

@@ -84,7 +84,7 @@ async def _finish_or_report(
         reattached=reattached,
     )
     return await results.job_result(
-        call, job, download_dir=download_dir, name_template=name_template, job_input=job_input
+        call, job, download_dir=download_dir, name_template=name_template, job_input=job_input, resumable=True
     )
 
 
