@@ -854,6 +854,7 @@ class Ledger:
         def delete(conn: sqlite3.Connection, now: float) -> int:
             with _transaction(conn):
                 cursor = conn.execute("DELETE FROM jobs WHERE updated_at < ?", (now - older_than_days * 86400,))
+                conn.execute("DELETE FROM submit_leases WHERE expires_at < ?", (now - 86400,))  # left by dead holders
             return cursor.rowcount
 
         removed = await self._run(delete)

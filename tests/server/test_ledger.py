@@ -487,6 +487,15 @@ async def test_prune_removes_only_old_rows(ledger: Ledger, clock: Clock) -> None
     assert await ledger.prune() == 0
 
 
+async def test_prune_drops_leases_left_by_dead_holders(ledger: Ledger, clock: Clock, db_path: Path) -> None:
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("INSERT INTO submit_leases VALUES ('alice', ?, 'gone', 'dead', ?)", (FLUX, clock.now - 2 * 86400))
+    conn.execute("INSERT INTO submit_leases VALUES ('alice', ?, 'live', 'alive', ?)", (FLUX, clock.now + 30))
+    await ledger.prune()
+    assert [row[0] for row in conn.execute("SELECT input_digest FROM submit_leases")] == ["live"]
+    conn.close()
+
+
 # --- paths ---------------------------------------------------------------------------------------
 
 
