@@ -39,7 +39,6 @@ LEDGER_RETRY_SECONDS = 5.0  # an unavailable ledger is tried again this often
 LEDGER_BUSY_TIMEOUT = 5.0  # how long a ledger write waits for another process's lock
 ROOTS_TIMEOUT_SECONDS = 5.0  # how long a client that declared roots may take to answer roots/list
 ROOTS_RETRY_SECONDS = 60.0  # after it did not answer, how long before asking that session again
-_silent_roots: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
 LOCAL_EMULATOR_KEY = "local-emulator:offline-key"
 FAL_KEY_HEADER = "x-fal-key"  # a per-user caller's own fal key (HTTP)
 MAX_PER_USER_CLIENTS = 256  # per-user HTTP: views kept for the most recently active keys (they share one pool)
@@ -76,6 +75,8 @@ class ServerState:
         self._submit_locks: weakref.WeakValueDictionary[tuple[str, ...], anyio.Lock] = weakref.WeakValueDictionary()
         # Thumbnails decode whole images: a few at a time keeps 200 finishing jobs from spiking memory.
         self.thumbnail_slots = anyio.Semaphore(2)
+        # Connections whose client declared roots but did not answer roots/list: not asked again until then.
+        self._silent_roots: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
 
     # -- fal -----------------------------------------------------------------------------------
     async def fal(self) -> FalClient:
@@ -260,7 +261,7 @@ class ServerState:
         """Directories files may be read from and written to: the client's roots, else the cwd, plus configured."""
         from fal_mcp.server.guards import roots_from
 
-        client_roots = await _client_roots(ctx) if ctx is not None else None
+        client_roots = await _client_roots(ctx, self._silent_roots) if ctx is not None else None
         if client_roots is UNANSWERED:
             return roots_from(None, None, list(self.settings.allowed_dirs))
         return roots_from(client_roots, Path.cwd(), list(self.settings.allowed_dirs))
@@ -302,7 +303,7 @@ def fal_key_from_headers(headers: Mapping[str, str] | None) -> str | None:
 UNANSWERED: list[str] = []  # (identity) the client declared roots but did not answer roots/list
 
 
-async def _client_roots(ctx: Context) -> list[str] | None:
+async def _client_roots(ctx: Context, silent: weakref.WeakKeyDictionary[object, float]) -> list[str] | None:
     """The client's roots on 2025-era sessions whose client declared the capability; ``None`` otherwise.
 
     A client that declares roots but does not answer ``roots/list`` within :data:`ROOTS_TIMEOUT_SECONDS`
@@ -318,7 +319,7 @@ async def _client_roots(ctx: Context) -> list[str] | None:
     session = ctx.session
     # The SDK makes a session object per request; the connection under it is what lasts (private in 2.x).
     connection = getattr(session, "connection", None) or getattr(session, "_connection", None) or session
-    silent_until = _silent_roots.get(connection)
+    silent_until = silent.get(connection)
     if silent_until is not None and time.monotonic() < silent_until:
         return UNANSWERED
     try:
@@ -328,7 +329,7 @@ async def _client_roots(ctx: Context) -> list[str] | None:
             warnings.simplefilter("ignore", MCPDeprecationWarning)
             result = await session.list_roots()
     except TimeoutError:
-        _silent_roots[connection] = time.monotonic() + ROOTS_RETRY_SECONDS
+        silent[connection] = time.monotonic() + ROOTS_RETRY_SECONDS
         log.warning(
             "roots.unanswered",
             timeout_s=ROOTS_TIMEOUT_SECONDS,
@@ -338,5 +339,5 @@ async def _client_roots(ctx: Context) -> list[str] | None:
     except Exception as exc:  # no back-channel (2026 era), or the client failed: fall back to the cwd
         log.debug("roots.unavailable", error=type(exc).__name__)
         return None
-    _silent_roots.pop(connection, None)
+    silent.pop(connection, None)
     return [str(root.uri) for root in result.roots]
