@@ -30,16 +30,40 @@ from tests.server.test_transports import SERVER_KEY, HttpServer, server_env
 TS_DIR = Path(__file__).parent
 SDK_LATEST = "2025-11-25"  # LATEST_PROTOCOL_VERSION of the pinned SDK: what every host on it offers
 ANSWER_TIMEOUT = 90.0
+# Every tool the server lists: each has success tests (test_ts_sdk_client.py) and error tests (test_ts_sdk_errors.py).
+ALL_TOOLS = {
+    "model_search",
+    "model_schema",
+    "fal_subscribe",
+    "queue_submit",
+    "queue_status",
+    "queue_result",
+    "queue_cancel",
+    "jobs_list",
+    "fal_run",
+    "fal_stream",
+    "fal_realtime",
+    "upload_file",
+}
 
 
 @dataclass
 class ToolCall:
-    """What ``client.callTool`` gave back (``result``) or threw (``threw``), and the progress it saw."""
+    """What ``client.callTool`` gave back (``result``) or threw (``threw``), and the progress of the call.
+
+    ``progress`` is what the SDK handed to ``onprogress``; ``sent`` is every progress notification the server
+    sent for the call, read off the wire in order. They differ when progress and the response arrive in one
+    read: the SDK settles the response at once and dispatches notifications a microtask later, by when the
+    call's progress handler is gone (it reports them as "unknown token" and drops them), so progress tests
+    check ``sent``.
+    """
 
     name: str
+    request_id: int
     result: dict[str, Any] | None
     threw: dict[str, Any] | None
     progress: list[dict[str, Any]]
+    sent: list[dict[str, Any]]
 
     @property
     def returned(self) -> dict[str, Any]:
@@ -61,8 +85,11 @@ class ToolCall:
     def block_types(self) -> list[str]:
         return [block["type"] for block in self.returned["content"]]
 
-    def progress_values(self) -> list[float]:
-        return [event["progress"] for event in self.progress]
+    def sent_values(self) -> list[float]:
+        return [event["progress"] for event in self.sent]
+
+    def sent_messages(self) -> list[str]:
+        return [event["message"] or "" for event in self.sent]
 
 
 @dataclass
@@ -154,7 +181,9 @@ class TsClient:
 
     def finish_call(self, command_id: int, name: str) -> ToolCall:
         value = self.wait(command_id)
-        return ToolCall(name, value["result"], value["threw"], value["progress"])
+        return ToolCall(
+            name, value["requestId"], value["result"], value["threw"], value["progress"], value["wireProgress"]
+        )
 
     def call(self, name: str, arguments: dict[str, Any], **options: Any) -> ToolCall:
         """``client.callTool`` with a progress callback; ``abortAfterProgress=n`` aborts it after n updates."""

@@ -7,8 +7,10 @@
 //   {"id", "op": "listTools"} -> the tools, and `validated`: those whose results callTool checks
 //   {"id", "op": "callTool", "name", "arguments", "abortAfterProgress"?: n, "timeoutMs"?: ms}
 //       -> the result exactly as `client.callTool` returned it (it validates structuredContent against the
-//          tool's outputSchema), or what it threw; plus every progress notification the call received
-//   {"id", "op": "diagnostics"} -> protocol errors the client reported, and the server's stderr (stdio)
+//          tool's outputSchema), or what it threw; the progress its onprogress received, and every progress
+//          notification the server sent for it (`wireProgress`, read off the wire before the SDK)
+//   {"id", "op": "diagnostics"} -> protocol errors the client reported, the ids of the requests it cancelled
+//       and of those answered, progress the server sent after a request's response, the server's stderr (stdio)
 //   {"id", "op": "close"}
 // Commands run concurrently; answers come back as each finishes.
 
@@ -24,6 +26,14 @@ let transport = null;
 let negotiated = null;
 let serverStderr = '';
 const clientErrors = [];
+const cancelledRequests = []; // ids of the requests this client cancelled (notifications/cancelled sent)
+// What came off the wire, in order, before the SDK handled it. The SDK hands notifications to their handlers
+// a microtask later but settles responses at once, so progress read in the same chunk as its response is
+// dropped ("unknown token"); the wire record still shows what the server sent, and in which order.
+let wireSeq = 0;
+const wireProgress = new Map(); // progressToken -> [{seq, progress, total, message}]
+const respondedAt = new Map(); // request id -> seq of its response
+let lastToolCall = null; // id of the tools/call request sent last
 
 function reply(message) {
   process.stdout.write(JSON.stringify(message) + '\n');
@@ -62,6 +72,8 @@ function makeTransport(server) {
 function observeHandshake(t, version) {
   const send = t.send.bind(t);
   t.send = (message, options) => {
+    if (message.method === 'notifications/cancelled') cancelledRequests.push(message.params.requestId);
+    if (message.method === 'tools/call') lastToolCall = message.id;
     if (version && message.method === 'initialize') {
       message = { ...message, params: { ...message.params, protocolVersion: version } };
     }
@@ -72,6 +84,14 @@ function observeHandshake(t, version) {
     const onmessage = t.onmessage;
     t.onmessage = (message, extra) => {
       if (negotiated === null && message.result?.protocolVersion) negotiated = message.result.protocolVersion;
+      wireSeq += 1;
+      if (message.method === 'notifications/progress') {
+        const { progressToken, progress, total, message: text } = message.params;
+        if (!wireProgress.has(progressToken)) wireProgress.set(progressToken, []);
+        wireProgress.get(progressToken).push({ seq: wireSeq, progress, total: total ?? null, message: text ?? null });
+      } else if (message.id !== undefined && (message.result !== undefined || message.error !== undefined)) {
+        respondedAt.set(message.id, wireSeq);
+      }
       onmessage?.(message, extra);
     };
     return start();
@@ -114,16 +134,26 @@ const ops = {
         }
       },
     };
+    const call = client.callTool({ name: command.name, arguments: command.arguments ?? {} }, undefined, options);
+    const requestId = lastToolCall; // callTool sent its request synchronously
+    const answer = (threw, result) => {
+      const wire = (wireProgress.get(requestId) ?? []).map(({ seq, ...event }) => event);
+      return { requestId, threw, result, progress, wireProgress: wire };
+    };
     try {
-      const result = await client.callTool({ name: command.name, arguments: command.arguments ?? {} }, undefined, options);
-      return { threw: null, result, progress };
+      return answer(null, await call);
     } catch (error) {
-      return { threw: describe(error), result: null, progress };
+      return answer(describe(error), null);
     }
   },
 
   async diagnostics() {
-    return { clientErrors, serverStderr };
+    const progressAfterResponse = [];
+    for (const [token, events] of wireProgress) {
+      const answered = respondedAt.get(token);
+      for (const event of events) if (answered !== undefined && event.seq > answered) progressAfterResponse.push({ token, ...event });
+    }
+    return { clientErrors, cancelledRequests, responded: [...respondedAt.keys()], progressAfterResponse, serverStderr };
   },
 
   async close() {
