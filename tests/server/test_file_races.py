@@ -191,3 +191,47 @@ async def test_saving_refused_after_the_job_ran_keeps_its_request_id(
     assert again["status"] == "COMPLETED"
     assert list(outside.iterdir()) == []
     assert submissions(emulator, "fal-ai/flux/dev", data) == 1
+
+
+async def test_plain_race_never_uploads_the_secret_or_a_file_over_the_cap(settings: Settings, workdir: Path) -> None:
+    """The adversarial run's plain race (2-8 in 150 won): a thread keeps replacing the file with a symlink to
+    a secret and with a 3 MB file while uploads run under a 100-byte cap. Each upload is refused or sends
+    the small checked file; never the secret, never more than the cap."""
+    import threading
+
+    target = workdir / "cat.png"
+    target.write_bytes(ORIGINAL)
+    secret = workdir.parent / "id_ed25519"
+    secret.write_bytes(SECRET)
+    stop = threading.Event()
+
+    def flip() -> None:
+        builders = (
+            lambda p: p.symlink_to(secret),
+            lambda p: p.write_bytes(b"x" * 3_000_000),
+            lambda p: p.write_bytes(ORIGINAL),
+        )
+        turn = 0
+        while not stop.is_set():
+            swap(target, builders[turn % 3])
+            turn += 1
+
+    flipper = threading.Thread(target=flip, daemon=True)
+    sent: list[bytes] = []
+    refused = 0
+    async with Client(make_server(settings, max_upload_bytes=100)) as client:
+        flipper.start()
+        try:
+            with anyio.fail_after(120):
+                for _ in range(60):
+                    result = await call(client, "upload_file", {"path": "cat.png"})
+                    if result.is_error:
+                        refused += 1
+                    else:
+                        sent.append(await fetched(structured(result)["url"]))
+        finally:
+            stop.set()
+            flipper.join(10)
+    assert sent + [b""] * refused and all(body == ORIGINAL for body in sent), [b[:40] for b in sent]
+    assert len(sent) + refused == 60
+    print(f"plain race: {len(sent)} sent (all the checked file), {refused} refused")
