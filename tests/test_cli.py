@@ -13,8 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
+from fal_mcp.ledger import JobRecord, Ledger
 from fal_mcp.server.stdio import WAITING_LINE
 from tests.server.test_transports import server_env
 
@@ -164,10 +166,25 @@ def test_in_a_terminal_it_says_what_it_is_and_ctrl_c_ends_it(tmp_path: Path, key
     assert "Traceback" not in text and "KeyboardInterrupt" not in text
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_mid_session_ends_the_stdio_server_cleanly(tmp_path: Path, sig: int) -> None:
-    """A session with a job running: the server stops within seconds, exit code 0, stdout still only JSON-RPC."""
-    env = server_env(tmp_path, FAL_MCP_EMULATOR_TIME_SCALE="0.02")
+def ledger_jobs(path: Path) -> list[JobRecord]:
+    async def read() -> list[JobRecord]:
+        async with Ledger.open(path) as ledger:
+            return await ledger.list("local", limit=50)
+
+    return anyio.run(read)
+
+
+@pytest.mark.parametrize(
+    ("sig", "on_cancel", "fate"),
+    [(signal.SIGINT, "cancel", "CANCELLED"), (signal.SIGTERM, "keep", "IN_PROGRESS")],
+    ids=["sigint", "sigterm-keep"],
+)
+def test_a_signal_mid_session_ends_the_stdio_server_cleanly(
+    tmp_path: Path, sig: int, on_cancel: str, fate: str
+) -> None:
+    """A session with a job running: the server stops within seconds, exit code 0, stdout still only JSON-RPC,
+    and the job's request id stays in the ledger (cancelled, or left running with FAL_MCP_ON_CLIENT_CANCEL=keep)."""
+    env = server_env(tmp_path, FAL_MCP_EMULATOR_TIME_SCALE="0.02", FAL_MCP_ON_CLIENT_CANCEL=on_cancel)
     process = subprocess.Popen(
         [FAL_MCP, "--local"],
         env=env,
@@ -203,7 +220,9 @@ def test_a_signal_mid_session_ends_the_stdio_server_cleanly(tmp_path: Path, sig:
             "params": {"name": "fal_subscribe", "arguments": arguments, "_meta": {"progressToken": 1}},
         }
     )
-    assert json.loads(process.stdout.readline())["method"] == "notifications/progress"  # the job is under way
+    # The job is under way once fal took it (a queue position or a step is reported after the submit).
+    while "submitting" in json.loads(process.stdout.readline())["params"]["message"]:
+        pass
     started = time.monotonic()
     process.send_signal(sig)
     try:
@@ -220,6 +239,8 @@ def test_a_signal_mid_session_ends_the_stdio_server_cleanly(tmp_path: Path, sig:
     events = [json.loads(line)["event"] for line in stderr.decode().splitlines() if line.strip()]
     assert "stdio.stopping" in events and events[-1] == "stdio.stopped"
     assert b"Traceback" not in stderr
+    [job] = ledger_jobs(tmp_path / "ledger.sqlite3")
+    assert job.request_id and job.endpoint_id == "emulator/slow" and job.status == fate
 
 
 @pytest.mark.parametrize("closed", ["<&-", ">&-"], ids=["stdin", "stdout"])
