@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGING = ROOT / "packaging" / "mcpb"
 MCPB_PACKAGE = PACKAGING / "node_modules" / "@anthropic-ai" / "mcpb"
 MCPB = PACKAGING / "node_modules" / ".bin" / "mcpb"
+SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
 EXPENSIVE = {"prompt": "a cathedral of glass", "image_size": "square_hd", "num_images": 4}
 
 # Run by node: the host's own function turns manifest + user settings into the server's command line.
@@ -71,7 +72,17 @@ def checked_in_manifest() -> dict[str, Any]:
     return json.loads((PACKAGING / "manifest.json").read_text(encoding="utf-8"))
 
 
+def machine_env() -> dict[str, str]:
+    """This environment, with uv told about the machine's CA bundle (the network here proxies TLS; uv
+    otherwise trusts only its built-in roots, while pip reads the bundle from its own config)."""
+    env = dict(os.environ)
+    if "SSL_CERT_FILE" not in env and Path(SYSTEM_CA).exists():
+        env["SSL_CERT_FILE"] = SYSTEM_CA
+    return env
+
+
 def run(argv: list[str], **kwargs: Any) -> str:
+    kwargs.setdefault("env", machine_env())
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False, **kwargs)
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"{' '.join(map(str, argv))} exited {done.returncode}:\n{output}"
@@ -134,7 +145,7 @@ def host_launch_config(bundle_dir: Path, user_config: dict[str, Any], home: Path
 
 def host_params(config: dict[str, Any], home: Path, cwd: Path, **extra_env: str) -> StdioServerParameters:
     """Spawn the host's command: the desktop's environment (no FAL_* of ours) plus the manifest's ``env``."""
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("FAL_", "UV_"))}
+    inherited = {k: v for k, v in machine_env().items() if not k.startswith(("FAL_", "UV_"))}
     cache = os.environ.get("UV_CACHE_DIR") or str(Path.home() / ".cache" / "uv")  # keep reruns fast
     env = {**inherited, "HOME": str(home), "UV_CACHE_DIR": cache, "UV_PYTHON_DOWNLOADS": "never"}
     env |= config.get("env", {}) | extra_env
