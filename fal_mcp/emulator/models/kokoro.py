@@ -14,7 +14,7 @@ import anyio
 
 from fal_mcp.emulator.models.base import DocumentModel, RunContext, error_detail, validation_error
 from fal_mcp.emulator.models.imaging import check_prompt
-from fal_mcp.emulator.models.media import pcm16, tone, wav
+from fal_mcp.emulator.models.media import silence, tone, wav
 
 RATE = 24_000  # Kokoro's sample rate
 SECONDS_PER_LETTER = 0.06
@@ -24,12 +24,12 @@ PAUSE_SECONDS = 0.08
 def speak(text: str, voice: str, speed: float) -> bytes:
     """PCM of ``text`` read by ``voice``: one tone burst per word, a short pause between words."""
     base = 160.0 + int(hashlib.sha256(voice.encode()).hexdigest(), 16) % 120
-    samples: list[float] = []
+    parts: list[bytes] = []
     for word in text.split():
         pitch = base * (1 + (int(hashlib.sha256(word.lower().encode()).hexdigest(), 16) % 7) / 12)
-        samples += tone(pitch, max(0.1, len(word) * SECONDS_PER_LETTER) / speed, RATE)
-        samples += [0.0] * int(PAUSE_SECONDS / speed * RATE)
-    return pcm16(samples)
+        parts.append(tone(pitch, max(0.1, len(word) * SECONDS_PER_LETTER) / speed, RATE))
+        parts.append(silence(PAUSE_SECONDS / speed, RATE))
+    return b"".join(parts)
 
 
 class KokoroAmericanEnglish(DocumentModel):

@@ -6,12 +6,13 @@ offline and non-WAV audio cannot be read. It is imported only when a video or au
 
 from __future__ import annotations
 
+import array
 import importlib.util
 import io
 import math
 import struct
 import wave
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from PIL import Image
 
@@ -23,19 +24,17 @@ def have_pyav() -> bool:
     return importlib.util.find_spec("av") is not None
 
 
-def pcm16(samples: Iterable[float]) -> bytes:
-    """Floats in [-1, 1] → little-endian signed 16-bit PCM."""
-    return b"".join(struct.pack("<h", max(-32767, min(32767, int(s * 32767)))) for s in samples)
-
-
-def tone(frequency: float, seconds: float, rate: int, volume: float = 0.3) -> list[float]:
-    """A sine tone with short fades (no clicks)."""
+def tone(frequency: float, seconds: float, rate: int, volume: float = 0.3) -> bytes:
+    """A sine tone as mono 16-bit PCM: one period computed, then repeated (fast enough for minutes of audio)."""
     count = max(1, int(seconds * rate))
-    fade = max(1, min(count // 4, rate // 100))
-    return [
-        volume * min(1.0, i / fade, (count - i) / fade) * math.sin(2 * math.pi * frequency * i / rate)
-        for i in range(count)
-    ]
+    period = max(2, round(rate / frequency))
+    cycle = array.array("h", (int(volume * 32767 * math.sin(2 * math.pi * i / period)) for i in range(period)))
+    whole = cycle.tobytes() * (count // period + 1)
+    return whole[: count * 2]
+
+
+def silence(seconds: float, rate: int) -> bytes:
+    return bytes(2 * int(seconds * rate))
 
 
 def wav(pcm: bytes, rate: int, comment: str | None = None) -> bytes:
@@ -97,10 +96,11 @@ def mp4(
     height: int,
     fps: int,
     seconds: float,
-    audio: Callable[[int], list[float]] | None = None,
+    audio: Callable[[int], bytes] | None = None,
     audio_rate: int = 44_100,
 ) -> bytes:
-    """An H.264 MP4 (yuv420p, plays everywhere) of ``frame(i)`` pictures, with an AAC track of ``audio(rate)``."""
+    """An H.264 MP4 (yuv420p, plays everywhere) of ``frame(i)`` pictures, with an AAC track of ``audio(rate)``
+    (mono 16-bit PCM)."""
     import av
 
     buffer = io.BytesIO()
@@ -117,7 +117,7 @@ def mp4(
         for packet in video.encode():
             container.mux(packet)
         if sound is not None and audio is not None:
-            pcm = pcm16(audio(audio_rate))
+            pcm = audio(audio_rate)
             chunk = av.AudioFrame(format="s16", layout="mono", samples=len(pcm) // 2)
             chunk.planes[0].update(pcm)
             chunk.sample_rate = audio_rate

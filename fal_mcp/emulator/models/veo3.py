@@ -41,9 +41,9 @@ def soundtrack(seed: int, seconds: float) -> Any:
     """``audio(rate)``: a short seeded melody filling the video's length."""
     notes = [220.0 * 2 ** (step / 12) for step in random.Random(seed).choices((0, 3, 5, 7, 10, 12), k=8)]
 
-    def audio(rate: int) -> list[float]:
+    def audio(rate: int) -> bytes:
         each = seconds / len(notes)
-        return [sample for note in notes for sample in tone(note, each, rate, volume=0.2)]
+        return b"".join(tone(note, each, rate, volume=0.2) for note in notes)
 
     return audio
 
