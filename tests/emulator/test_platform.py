@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 
@@ -229,6 +231,27 @@ async def history(http: httpx2.AsyncClient, **params: Any) -> dict[str, Any]:
     response = await http.get("/platform/models/requests/by-endpoint", params=params)
     assert response.status_code == 200, response.text
     return response.json()
+
+
+async def test_lagging_history_lists_a_request_only_after_it_finished_and_the_lag(make_emulator: MakeEmulator) -> None:
+    """``history_lag_seconds``: fal's history as its spec suggests (sorted by end, so only finished requests)."""
+    server = make_emulator(history_lag_seconds=25)  # 0.5 s real at this time scale
+    async with client_for(server) as http:
+        job = await submit(http, "emulator/slow", {"seconds": 3, "steps": 1})  # 60 ms
+        queued_or_running = await history(http, endpoint_id="emulator/slow", request_id=job["request_id"])
+        assert queued_or_running["items"] == []
+        await wait_completed(http, job["status_url"])
+        for _ in range(100):
+            listed = await history(http, endpoint_id="emulator/slow", expand="payloads")
+            seen_at = time.time()
+            if listed["items"]:
+                break
+            await anyio.sleep(0.05)
+        (item,) = listed["items"]
+        assert item["request_id"] == job["request_id"] and item["status_code"] == 200 and item["ended_at"]
+        assert item["json_input"] == {"seconds": 3, "steps": 1}
+        ended = datetime.fromisoformat(item["ended_at"].replace("Z", "+00:00")).timestamp()
+        assert seen_at >= ended + 0.5  # listed only once the lag had passed
 
 
 async def test_request_history_lists_requests_from_submit_on(make_emulator: MakeEmulator) -> None:
