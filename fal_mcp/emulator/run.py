@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from fal_mcp.digest import input_digest
-from fal_mcp.emulator.catalog import RUNS_OFFLINE_TAG, catalog, match, runnable_ids
+from fal_mcp.emulator.catalog import NOT_RUNNABLE_NAME, RUNS_OFFLINE_TAG, catalog, match, runnable_ids
 from fal_mcp.emulator.models import EmulatedModel, ModelError, app_of
 from fal_mcp.emulator.models.base import error_detail, request_error
 from fal_mcp.log import get_logger
@@ -67,7 +67,8 @@ def not_runnable(state: EmulatorState, endpoint_id: str) -> GatewayError:
     )
     detail = (
         f"{endpoint_id} is not runnable in the offline emulator: {reason}. Models that run offline: "
-        f"{', '.join(runnable_ids(state))} (model_search lists them with the tag '{RUNS_OFFLINE_TAG}')."
+        f"{', '.join(runnable_ids(state))} (tagged '{RUNS_OFFLINE_TAG}'; in search the others' names end with "
+        f"'{NOT_RUNNABLE_NAME}'). Use one of those, or a real fal key to run this one."
     )
     return GatewayError(404, {"detail": detail})
 

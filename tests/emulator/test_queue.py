@@ -284,7 +284,7 @@ async def test_a_listed_model_that_cannot_run_offline_is_refused_at_submit(
         assert detail.startswith(
             f"{path.split('/', 2)[2].removesuffix('/stream')} is not runnable in the offline emulator"
         )
-        assert "fal-ai/flux/dev" in detail and "runs-offline" in detail
+        assert "fal-ai/flux/dev" in detail and "[not runnable offline]" in detail and "real fal key" in detail
     assert sum(emulator.state.submissions.values()) == before  # nothing queued, nothing run
 
 
