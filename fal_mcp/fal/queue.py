@@ -77,10 +77,10 @@ def _epoch(value: Any) -> float | None:
     return None
 
 
-def _maybe_queued(error: FalError) -> bool:
-    """Whether a failed submit may have been queued: its answer was lost after sending, or fal's edge
-    answered 502/504 (it may have forwarded the request before failing). A 503 edge page, a 429 and a
-    connection that was never made are refusals: nothing was queued."""
+def may_have_reached_fal(error: FalError) -> bool:
+    """Whether a failed submit (or direct run) may have been queued or run: its answer was lost after
+    sending, or fal's edge answered 502/504 (it may have forwarded the request before failing). A 503 edge
+    page, a 429 and a connection that was never made are refusals: nothing was queued."""
     if isinstance(error, IngressError):
         return error.status_code in (502, 504)
     return request_was_sent(error)
@@ -254,7 +254,7 @@ class QueueAPI:
                 timeout=SUBMIT_TIMEOUT,
             )
         except (FalConnectionError, IngressError) as exc:
-            if not _maybe_queued(exc):
+            if not may_have_reached_fal(exc):
                 raise
             log.warning("fal.submit.answer_lost", endpoint_id=str(endpoint), digest=digest[:16], error=exc.message)
             if not policy.enabled:

@@ -324,9 +324,24 @@ async def record_run(
     try:
         result = await run()
     except BaseException as exc:
+        from fal_mcp.fal.queue import may_have_reached_fal
+
+        maybe_ran = isinstance(exc, fe.FalError) and may_have_reached_fal(exc)
+        reason = getattr(exc, "message", None) or type(exc).__name__
         if ledger is not None and intent is not None:
-            reason = getattr(exc, "message", None) or type(exc).__name__
-            await recorded(ledger.mark_intent_failed(intent, reason), intent=intent)
+            mark = ledger.mark_intent_unknown if maybe_ran else ledger.mark_intent_failed
+            await recorded(mark(intent, reason), intent=intent)
+        if maybe_ran:
+            raise ToolFailure(
+                f"{endpoint_id} was sent but its answer was lost ({reason}): fal may have run it, and charged for "
+                "it. It was not sent again. A direct run cannot be looked up or resumed, so check fal's dashboard "
+                "(request history) before running the same input again; for slow models use fal_subscribe, "
+                "whose jobs survive a lost answer.",
+                kind="submit_outcome_unknown",
+                endpoint_id=endpoint_id,
+                job_id=intent,
+                next_step="Check fal's request history before running the same input again.",
+            ) from exc
         raise
     if ledger is not None and intent is not None and result.request_id:
         await recorded(ledger.attach_request_id(intent, result.request_id, status="COMPLETED"), intent=intent)

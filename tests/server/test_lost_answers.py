@@ -116,3 +116,17 @@ async def test_many_lost_answers_each_body_is_submitted_exactly_once(
         assert sorted(j["status"] for j in jobs) == ["COMPLETED"] * 8 + ["UNKNOWN"] * 2
         assert len({j["request_id"] for j in jobs if j["request_id"]}) == 8
     assert [submissions(lagging, data) for data in inputs] == counts
+
+
+async def test_a_direct_run_whose_answer_is_lost_is_reported_not_rerun(
+    lag_settings: Settings, lagging: EmulatorServer
+) -> None:
+    lagging.state.faults.add("drop_after", count=1, role="run", method="POST")
+    data = {"seconds": 1, "steps": 1, "case": "direct run, lost answer"}
+    async with Client(make_server(lag_settings)) as client:
+        result = await call(client, "fal_run", {"endpoint_id": SLOW, "input": data})
+        error = error_of(result)
+        assert error["kind"] == "submit_outcome_unknown" and "not sent again" in text_of(result)
+        (job,) = await jobs_for(client)
+        assert job["status"] == "UNKNOWN" and job["job_id"] == error["job_id"]
+    assert submissions(lagging, data) == 1
