@@ -212,11 +212,22 @@ class ServerState:
             until = intent.created_at + self.settings.reconcile_window_seconds
             note = reconcile.unknown_note(intent.created_at, until, restarted=True)
             await ledger.mark_intent_unknown(intent.job_id, note)
-            if self.background is not None:
-                self.background.start_soon(
-                    reconcile.settle, self, fal, owner, intent.job_id, intent.endpoint_id, digest, intent.created_at
-                )
+        await self._resume_settling(fal, owner, ledger)  # these, and an earlier process's UNKNOWN jobs
         return settled
+
+    async def _resume_settling(self, fal: FalClient, owner: str, ledger: Ledger) -> None:
+        """Jobs of earlier processes whose outcome is unknown, still inside their window: keep looking for them."""
+        from fal_mcp.server import reconcile
+
+        if self.background is None:
+            return
+        since = time.time() - self.settings.reconcile_window_seconds
+        for job in await ledger.list(owner, status="UNKNOWN", limit=200):
+            if job.request_id is None and job.created_at < self.started_at and job.created_at >= since:
+                digest = job.body_digest or job.input_digest
+                self.background.start_soon(
+                    reconcile.settle, self, fal, owner, job.job_id, job.endpoint_id, digest, job.created_at
+                )
 
     # -- ledger ----------------------------------------------------------------------------------
     async def ledger(self) -> Ledger | None:

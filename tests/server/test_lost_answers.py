@@ -130,3 +130,22 @@ async def test_a_direct_run_whose_answer_is_lost_is_reported_not_rerun(
         (job,) = await jobs_for(client)
         assert job["status"] == "UNKNOWN" and job["job_id"] == error["job_id"]
     assert submissions(lagging, data) == 1
+
+
+async def test_a_restarted_server_keeps_looking_for_an_earlier_lost_answer(
+    lag_settings: Settings, lagging: EmulatorServer
+) -> None:
+    lagging.state.faults.add("drop_after", count=1, role="queue", method="POST")
+    data = {"seconds": 120, "steps": 1, "case": "lost, then restarted"}
+    first = make_server(lag_settings.model_copy(update={"reconcile_first_delay_seconds": 3600}))
+    async with Client(first) as client:  # this process never gets to look again
+        error = error_of(await call(client, "fal_subscribe", {"endpoint_id": SLOW, "input": data}))
+        assert error["kind"] == "submit_outcome_unknown"
+    async with Client(make_server(lag_settings)) as client:
+        for _ in range(300):
+            (job,) = await jobs_for(client)
+            if job["request_id"] and job["status"] == "COMPLETED":
+                break
+            await anyio.sleep(0.05)
+        assert job["job_id"] == error["job_id"] and job["status"] == "COMPLETED"
+    assert submissions(lagging, data) == 1
