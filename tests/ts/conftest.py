@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,48 @@ class Session:
     client: TsClient
     workdir: Path
     emulator: EmulatorServer
+
+
+@contextmanager
+def stdio_session(
+    tmp_path: Path, command: list[str], protocol_version: str | None = None, **env: str
+) -> Iterator[TsClient]:
+    """A TypeScript client connected to its own ``command`` stdio server (run in a fresh workdir, ``env`` added)."""
+    workdir = make_workdir(tmp_path)
+    client = TsClient.start()
+    try:
+        server = {"transport": "stdio", "command": command[0], "args": command[1:], "cwd": str(workdir)}
+        client.connect({**server, "env": server_env(tmp_path, **env)}, protocol_version)
+        yield client
+    finally:
+        client.close()
+
+
+def explained(error: dict, diagnostics: dict) -> bool:
+    """A client error about a message that crossed its request's end on the wire, which the client drops.
+
+    * a response to a request the client had cancelled: the spec lets it cross the cancellation, and over
+      HTTP there is always one (the mcp SDK's 2025-era transport answers a cancelled request with -32800 so
+      the request's SSE stream ends: mcp/server/streamable_http.py, _terminate_unanswered_request);
+    * progress for a request that was cancelled or has been answered: sent before the response (checked on
+      the wire below) but dispatched by the SDK after it (see ``ToolCall``).
+    """
+    for prefix, ended in (
+        ("Received a response for an unknown message ID: ", diagnostics["cancelledRequests"]),
+        (
+            "Received a progress notification for an unknown token: ",
+            diagnostics["cancelledRequests"] + diagnostics["responded"],
+        ),
+    ):
+        if error["message"].startswith(prefix):
+            message = json.loads(error["message"].removeprefix(prefix))
+            return (message["id"] if "id" in message else message["params"]["progressToken"]) in ended
+    return False
+
+
+def unexplained_errors(diagnostics: dict[str, Any]) -> list[dict[str, Any]]:
+    """The protocol errors the client reported that :func:`explained` does not account for."""
+    return [error for error in diagnostics["clientErrors"] if not explained(error, diagnostics)]
 
 
 @pytest.fixture(scope="module")

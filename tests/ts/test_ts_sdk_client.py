@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from fal_mcp import __version__
-from tests.server.test_transports import server_env
-from tests.ts.conftest import ALL_TOOLS, SDK_LATEST, Session, TsClient, make_workdir, wait_until
+from tests.ts.conftest import ALL_TOOLS, SDK_LATEST, Session, stdio_session, unexplained_errors, wait_until
 
 
 def assert_strictly_increasing(values: list[float]) -> None:
@@ -167,33 +166,11 @@ def test_upload_file_from_a_path_and_from_data(session: Session) -> None:
     assert inline["size"] == len(b"hello from typescript") and inline["url"].startswith("http://127.0.0.1:")
 
 
-def explained(error: dict, diagnostics: dict) -> bool:
-    """A client error about a message that crossed its request's end on the wire, which the client drops.
-
-    * a response to a request the client had cancelled: the spec lets it cross the cancellation, and over
-      HTTP there is always one (the mcp SDK's 2025-era transport answers a cancelled request with -32800 so
-      the request's SSE stream ends: mcp/server/streamable_http.py, _terminate_unanswered_request);
-    * progress for a request that was cancelled or has been answered: sent before the response (checked on
-      the wire below) but dispatched by the SDK after it (see ``ToolCall``).
-    """
-    for prefix, ended in (
-        ("Received a response for an unknown message ID: ", diagnostics["cancelledRequests"]),
-        (
-            "Received a progress notification for an unknown token: ",
-            diagnostics["cancelledRequests"] + diagnostics["responded"],
-        ),
-    ):
-        if error["message"].startswith(prefix):
-            message = json.loads(error["message"].removeprefix(prefix))
-            return (message["id"] if "id" in message else message["params"]["progressToken"]) in ended
-    return False
-
-
 def test_the_client_saw_no_protocol_errors(session: Session) -> None:
     """Runs last in each session: nothing the server sent (stdout junk, stray progress) upset the client."""
     diagnostics = session.client.request("diagnostics")
     assert diagnostics["cancelledRequests"], "the cancellation test ran in this session"
-    assert [e for e in diagnostics["clientErrors"] if not explained(e, diagnostics)] == []
+    assert unexplained_errors(diagnostics) == []
     # The server never reports progress on a request it has answered (a cancelled one may cross on the wire).
     late = [e for e in diagnostics["progressAfterResponse"] if e["token"] not in diagnostics["cancelledRequests"]]
     assert late == []
@@ -201,15 +178,9 @@ def test_the_client_saw_no_protocol_errors(session: Session) -> None:
 
 def test_stdio_local_newcomer_session(tmp_path: Path) -> None:
     """``fal-mcp --local`` exactly as a host launches it (the console script, the embedded emulator, no key)."""
-    workdir = make_workdir(tmp_path)
-    env = server_env(tmp_path, FAL_MCP_EMULATOR_TIME_SCALE="0.02")
-    script = Path(sys.executable).with_name("fal-mcp")
-    client = TsClient.start()
-    try:
-        connected = client.connect(
-            {"transport": "stdio", "command": str(script), "args": ["--local"], "env": env, "cwd": str(workdir)}
-        )
-        assert connected["protocolVersion"] == SDK_LATEST
+    script = str(Path(sys.executable).with_name("fal-mcp"))
+    with stdio_session(tmp_path, [script, "--local"], FAL_MCP_EMULATOR_TIME_SCALE="0.02") as client:
+        assert client.connected["protocolVersion"] == SDK_LATEST
         assert {tool["name"] for tool in client.tools} == ALL_TOOLS
         found = client.call("model_search", {"query": "flux"}).structured
         assert "fal-ai/flux/dev" in [m["endpoint_id"] for m in found["models"]]
@@ -217,25 +188,15 @@ def test_stdio_local_newcomer_session(tmp_path: Path) -> None:
         call = client.call("fal_subscribe", args)
         assert call.structured["status"] == "COMPLETED"
         assert len(call.sent) >= 3 and call.sent_messages()[-1] == "completed"
-        assert client.request("diagnostics")["clientErrors"] == []
-        stderr = client.request("diagnostics")["serverStderr"]
-        assert all(json.loads(line) for line in stderr.splitlines() if line.strip())  # only JSON logs
-    finally:
-        client.close()
+        diagnostics = client.request("diagnostics")
+    assert unexplained_errors(diagnostics) == []
+    assert all(json.loads(line) for line in diagnostics["serverStderr"].splitlines() if line.strip())  # JSON logs
 
 
 @pytest.mark.parametrize("version", ["2025-06-18", "2025-03-26"])
 def test_older_protocol_versions_negotiate(tmp_path: Path, version: str) -> None:
     """Hosts on older SDKs offer older versions; the server agrees to them and tools still validate."""
-    env = server_env(tmp_path, FAL_MCP_EMULATOR_TIME_SCALE="0.02")
-    client = TsClient.start()
-    try:
-        connected = client.connect(
-            {"transport": "stdio", "command": sys.executable, "args": ["-m", "fal_mcp", "--local"], "env": env},
-            protocol_version=version,
-        )
-        assert connected["protocolVersion"] == version
-        found = client.call("model_search", {"query": "flux", "limit": 1})
-        assert found.structured["models"]
-    finally:
-        client.close()
+    command = [sys.executable, "-m", "fal_mcp", "--local"]
+    with stdio_session(tmp_path, command, protocol_version=version, FAL_MCP_EMULATOR_TIME_SCALE="0.02") as client:
+        assert client.connected["protocolVersion"] == version
+        assert client.call("model_search", {"query": "flux", "limit": 1}).structured["models"]

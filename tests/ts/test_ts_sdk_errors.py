@@ -10,8 +10,6 @@ the ids it concerns and what to do next.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +17,11 @@ import pytest
 
 from fal_mcp.digest import input_digest
 from fal_mcp.emulator.server import EmulatorServer
-from tests.server.test_transports import SERVER_KEY, server_env
-from tests.ts.conftest import ALL_TOOLS, Session, ToolCall, TsClient, make_workdir
+from tests.server.test_transports import SERVER_KEY
+from tests.ts.conftest import ALL_TOOLS, Session, ToolCall, stdio_session
 
 UNKNOWN_REQUEST = "00000000-0000-4000-8000-000000000000"
+SERVER_COMMAND = [sys.executable, "-m", "fal_mcp"]
 
 
 def first_text(call: ToolCall) -> str:
@@ -102,30 +101,9 @@ def test_a_failed_job_names_its_request_id(session: Session) -> None:
     assert_readable(call, "fal_error", job["request_id"], "emulator/slow", "runner_disconnected")
 
 
-@contextmanager
-def stdio_session(tmp_path: Path, **env: str) -> Iterator[TsClient]:
-    """A TypeScript client on its own ``fal-mcp`` stdio server, started with ``env`` added."""
-    workdir = make_workdir(tmp_path)
-    client = TsClient.start()
-    try:
-        server_command = [sys.executable, "-m", "fal_mcp"]
-        client.connect(
-            {
-                "transport": "stdio",
-                "command": server_command[0],
-                "args": server_command[1:],
-                "env": server_env(tmp_path, **env),
-                "cwd": str(workdir),
-            }
-        )
-        yield client
-    finally:
-        client.close()
-
-
 def test_without_a_key_paid_tools_say_how_to_fix_it(tmp_path: Path, emulator: EmulatorServer) -> None:
     """No FAL_KEY and no --local: discovery works, a paid call tells the model what the user must set."""
-    with stdio_session(tmp_path, FAL_MCP_BASE_URL=emulator.base_url) as client:
+    with stdio_session(tmp_path, SERVER_COMMAND, FAL_MCP_BASE_URL=emulator.base_url) as client:
         assert client.call("model_search", {"query": "flux"}).structured["models"]
         paid = client.call("fal_subscribe", {"endpoint_id": "fal-ai/flux/dev", "input": {"prompt": "x"}})
         assert_readable(paid, "not_configured", "FAL_KEY")
@@ -134,7 +112,7 @@ def test_without_a_key_paid_tools_say_how_to_fix_it(tmp_path: Path, emulator: Em
 def test_cost_limit_refusal_names_the_estimate_and_the_setting(tmp_path: Path, emulator: EmulatorServer) -> None:
     env = {"FAL_MCP_BASE_URL": emulator.base_url, "FAL_KEY": SERVER_KEY, "FAL_MCP_MAX_COST_USD": "0.01"}
     data = {"prompt": "four big pictures (ts)", "image_size": "square_hd", "num_images": 4}
-    with stdio_session(tmp_path, **env) as client:
+    with stdio_session(tmp_path, SERVER_COMMAND, **env) as client:
         refused = client.call("fal_subscribe", {"endpoint_id": "fal-ai/flux/dev", "input": data})
     assert_readable(refused, "cost_limit", "FAL_MCP_MAX_COST_USD", "$")
     assert emulator.state.submissions[f"fal-ai/flux/dev {input_digest(data)}"] == 0
