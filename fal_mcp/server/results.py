@@ -100,15 +100,17 @@ def shorten_data_uris(value: Any, limit: int = INLINE_DATA_LIMIT) -> Any:
 
 
 # Very large outputs (a long LLM answer, a huge JSON) would swamp the model's context and pass hosts' result
-# limits: structuredContent keeps strings up to OUTPUT_STRING_LIMIT characters and the text summary repeats
-# up to TEXT_OUTPUT_LIMIT of the output; what is cut is saved whole to a file both halves point to.
+# limits: structuredContent keeps strings up to OUTPUT_STRING_LIMIT characters and lists up to
+# OUTPUT_LIST_LIMIT items, and the text summary repeats up to TEXT_OUTPUT_LIMIT characters of the output;
+# what is cut is saved whole to a file both halves point to.
 OUTPUT_STRING_LIMIT = 50_000
+OUTPUT_LIST_LIMIT = 500
 TEXT_OUTPUT_LIMIT = 8_000
 ANSWER_FIELDS = ("output", "text", "answer", "content", "response")
 
 
-def cap_strings(value: Any, limit: int = OUTPUT_STRING_LIMIT) -> tuple[Any, int]:
-    """``value`` with every string longer than ``limit`` cut (marked); and how many characters were cut."""
+def cap_strings(value: Any, limit: int = OUTPUT_STRING_LIMIT, items: int = OUTPUT_LIST_LIMIT) -> tuple[Any, int]:
+    """``value`` with strings over ``limit`` characters and lists over ``items`` cut (marked); how much was cut."""
     cut = 0
 
     def walk(item: Any) -> Any:
@@ -119,7 +121,11 @@ def cap_strings(value: Any, limit: int = OUTPUT_STRING_LIMIT) -> tuple[Any, int]
         if isinstance(item, dict):
             return {k: walk(v) for k, v in item.items()}
         if isinstance(item, list):
-            return [walk(v) for v in item]
+            kept = [walk(v) for v in item[:items]]
+            if len(item) > items:
+                cut += len(item) - items
+                kept.append(f"…[{len(item) - items} more items: see full_output]")
+            return kept
         return item
 
     return walk(value), cut

@@ -244,3 +244,15 @@ async def test_very_large_outputs_are_capped_with_a_pointer_to_all_of_it(setting
     text = text_only(result)
     assert len(text) < TEXT_OUTPUT_LIMIT + 1_000 and str(full) in text
     assert len(json.dumps(data)) < OUTPUT_STRING_LIMIT + 5_000
+
+
+def test_huge_json_is_cut_by_length_and_by_items() -> None:
+    """An STT-like output with thousands of chunks, or one giant string: both bounded, and the cut is counted."""
+    from fal_mcp.server.results import OUTPUT_LIST_LIMIT, cap_strings
+
+    chunks = [{"timestamp": [i, i + 1], "text": f"word {i}"} for i in range(3 * OUTPUT_LIST_LIMIT)]
+    capped, cut = cap_strings({"text": "x" * 10, "chunks": chunks}, limit=100)
+    assert cut == 2 * OUTPUT_LIST_LIMIT and len(capped["chunks"]) == OUTPUT_LIST_LIMIT + 1
+    assert capped["chunks"][:3] == chunks[:3] and "more items: see full_output" in capped["chunks"][-1]
+    small = {"text": "short", "chunks": chunks[:3]}
+    assert cap_strings(small) == (small, 0)
