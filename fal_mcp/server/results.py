@@ -101,10 +101,11 @@ def shorten_data_uris(value: Any, limit: int = INLINE_DATA_LIMIT) -> Any:
 
 # Very large outputs (a long LLM answer, a huge JSON) would swamp the model's context and pass hosts' result
 # limits: structuredContent keeps strings up to OUTPUT_STRING_LIMIT characters and lists up to
-# OUTPUT_LIST_LIMIT items, and the text summary repeats up to TEXT_OUTPUT_LIMIT characters of the output;
-# what is cut is saved whole to a file both halves point to.
+# OUTPUT_LIST_LIMIT items (tighter when many add up past OUTPUT_JSON_LIMIT), and the text summary repeats
+# up to TEXT_OUTPUT_LIMIT characters of the output; what is cut is saved whole to a file both halves name.
 OUTPUT_STRING_LIMIT = 50_000
 OUTPUT_LIST_LIMIT = 500
+OUTPUT_JSON_LIMIT = 80_000  # characters of the whole (cut) output
 TEXT_OUTPUT_LIMIT = 8_000
 ANSWER_FIELDS = ("output", "text", "answer", "content", "response")
 
@@ -152,8 +153,17 @@ def keep_full_output(call: Call, output: Any, name: str | None) -> str | None:
 
 
 def cap_output(call: Call, output: Any, name: str | None) -> tuple[Any, str | None]:
-    """(output fit to return, path of the whole output when it had to be cut)."""
-    capped, cut = cap_strings(output)
+    """(output fit to return, path of the whole output when it had to be cut).
+
+    Many long strings can add up past the hosts' limits (Claude Code: 25k tokens), so the cut tightens
+    until the whole output fits in OUTPUT_JSON_LIMIT characters.
+    """
+    import json
+
+    for limit, items in ((OUTPUT_STRING_LIMIT, OUTPUT_LIST_LIMIT), (10_000, 100), (2_000, 20), (200, 5)):
+        capped, cut = cap_strings(output, limit, items)
+        if len(json.dumps(capped, ensure_ascii=False, default=str)) <= OUTPUT_JSON_LIMIT:
+            break
     return (capped, keep_full_output(call, output, name)) if cut else (output, None)
 
 

@@ -256,3 +256,16 @@ def test_huge_json_is_cut_by_length_and_by_items() -> None:
     assert capped["chunks"][:3] == chunks[:3] and "more items: see full_output" in capped["chunks"][-1]
     small = {"text": "short", "chunks": chunks[:3]}
     assert cap_strings(small) == (small, 0)
+
+
+async def test_many_long_strings_are_cut_until_the_whole_output_fits(settings: Settings) -> None:
+    """Ten 40,000-character strings pass the per-string cut but not the whole-output bound."""
+    from types import SimpleNamespace
+
+    from fal_mcp.server.results import OUTPUT_JSON_LIMIT, cap_output
+
+    output = {f"part{i}": "y" * 40_000 for i in range(10)}
+    call = SimpleNamespace(state=SimpleNamespace(settings=settings, per_user=False))  # all cap_output reads
+    capped, path = cap_output(call, output, "many-strings")  # type: ignore[arg-type]
+    assert len(json.dumps(capped)) <= OUTPUT_JSON_LIMIT and path is not None
+    assert json.loads(await anyio.Path(path).read_text(encoding="utf-8")) == output
