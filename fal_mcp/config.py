@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fal_mcp.fal.hosts import FalHosts
 from fal_mcp.naming import DEFAULT_TEMPLATE, NameTemplate, TemplateError
+from fal_mcp.spend import SpendLimits
 
 
 class ConfigError(ValueError):
@@ -96,6 +97,10 @@ class Settings(BaseModel):
     )
     # Money
     max_cost_usd: float | None = Field(None, description="Refuse calls whose estimated cost exceeds this.")
+    confirm_above_usd: float | None = Field(None, description="Ask the user before a call estimated above this.")
+    budget_usd_per_day: float | None = Field(None, description="Refuse calls past this estimated spend per 24 h.")
+    budget_usd_per_session: float | None = Field(None, description="The same, per server process (and caller).")
+    require_approval: bool = Field(False, description="Mark paying tools so the host asks before every call.")
     validate_input: bool = Field(True, description="Check inputs against the model's schema before submitting.")
     reconcile_window_seconds: float = Field(
         6 * 3600.0, description="How long a submit whose answer was lost is looked for in fal's request history."
@@ -124,6 +129,15 @@ class Settings(BaseModel):
     local: bool = Field(False, description="Serve against the embedded offline emulator (no key needed).")
     emulator_time_scale: float = 1.0
 
+    @property
+    def spend_limits(self) -> SpendLimits:
+        return SpendLimits(
+            max_cost_usd=self.max_cost_usd,
+            confirm_above_usd=self.confirm_above_usd,
+            budget_usd_per_day=self.budget_usd_per_day,
+            budget_usd_per_session=self.budget_usd_per_session,
+        )
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = without_unset_bundle_fields(os.environ if env is None else env)
@@ -132,6 +146,10 @@ class Settings(BaseModel):
             "heartbeat_seconds": _env_float(env, "FAL_MCP_HEARTBEAT_SECONDS", 5.0, 0.05, 10),
             "reuse_window_seconds": _env_float(env, "FAL_MCP_REUSE_WINDOW_SECONDS", 900.0, 0, 30 * 86400),
             "max_cost_usd": _env_float(env, "FAL_MCP_MAX_COST_USD", None, 0, 1_000_000),
+            "confirm_above_usd": _env_float(env, "FAL_MCP_CONFIRM_ABOVE_USD", None, 0, 1_000_000),
+            "budget_usd_per_day": _env_float(env, "FAL_MCP_BUDGET_USD_PER_DAY", None, 0, 1_000_000),
+            "budget_usd_per_session": _env_float(env, "FAL_MCP_BUDGET_USD_PER_SESSION", None, 0, 1_000_000),
+            "require_approval": _env_bool(env, "FAL_MCP_REQUIRE_APPROVAL", False),
             "validate_input": _env_bool(env, "FAL_MCP_VALIDATE_INPUT", True),
             "reconcile_window_seconds": _env_float(env, "FAL_MCP_RECONCILE_WINDOW_SECONDS", 6 * 3600.0, 60, 7 * 86400),
             "thumbnails": _env_bool(env, "FAL_MCP_THUMBNAILS", True),

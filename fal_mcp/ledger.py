@@ -594,7 +594,16 @@ class Ledger:
                     """UPDATE jobs SET status = ?, error = ?, error_type = ?, updated_at = ?,
                                       completed_at = CASE WHEN ? THEN ? END
                        WHERE job_id = ? AND request_id IS NULL AND status = ?""",
-                    (status, redact(error), error_type, now, status in TERMINAL, now, intent_id, JobStatus.SUBMITTING),
+                    (
+                        status,
+                        redact(error) if error else None,
+                        error_type or None,
+                        now,
+                        status in TERMINAL,
+                        now,
+                        intent_id,
+                        JobStatus.SUBMITTING,
+                    ),
                 )
                 return _get_intent(conn, intent_id)
 
@@ -842,6 +851,27 @@ class Ledger:
             return [_record(row) for row in rows]
 
         return await self._run(select)
+
+    # -- spend --
+
+    async def spent_since(self, owner: str, since: float) -> float:
+        """``owner``'s estimated spend on jobs created since ``since`` (every row but a submit that provably
+        never reached fal). Unknown estimates count as nothing: the spend gate asks before those."""
+
+        def total(conn: sqlite3.Connection, now: float) -> float:
+            row = conn.execute(
+                """SELECT COALESCE(SUM(cost_estimate_usd), 0) FROM jobs
+                   WHERE owner = ? AND created_at >= ? AND NOT (status = ? AND error_type IS ?)""",
+                (owner, since, JobStatus.FAILED, SUBMIT_FAILED),
+            ).fetchone()
+            return float(row[0] or 0.0)
+
+        return await self._run(total)
+
+    async def finish_direct(self, intent_id: str, *, failed: str | None = None) -> JobRecord:
+        """A direct call (stream, realtime) fal gives no request id for has ended: COMPLETED, or FAILED with why."""
+        status = JobStatus.FAILED if failed else JobStatus.COMPLETED
+        return await self._finish_intent(intent_id, status, failed or "", "direct_failed" if failed else "")
 
     # -- retention --
 

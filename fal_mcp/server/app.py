@@ -108,9 +108,16 @@ class FalMCPServer(MCPServer):
     themselves are registered on first use, which keeps start-up as fast as a bare server.
     """
 
-    def __init__(self, *args: Any, register: Callable[[MCPServer], None], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        register: Callable[[MCPServer], None],
+        tool_meta: Mapping[str, Mapping[str, Any]] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._register = register
+        self._tool_meta = dict(tool_meta or {})  # per-server additions to tools' _meta (settings-dependent)
         self._registered = False
         self._listed: list[Tool] | None = None
 
@@ -138,7 +145,13 @@ class FalMCPServer(MCPServer):
         if self._listed is None:
             from fal_mcp.server import snapshot
 
-            self._listed = (None if self._registered else snapshot.load()) or await self.registered_tools()
+            listed = (None if self._registered else snapshot.load()) or await self.registered_tools()
+            self._listed = [
+                t.model_copy(update={"meta": {**(t.meta or {}), **self._tool_meta[t.name]}})
+                if t.name in self._tool_meta
+                else t
+                for t in listed
+            ]
         return self._listed
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
@@ -197,9 +210,13 @@ def build_server(
             state.background = None
             await state.aclose()
 
+    from fal_mcp.spend import PAYING_TOOLS, REQUIRES_USER_INTERACTION
+
+    ask_every_call = {REQUIRES_USER_INTERACTION: True}
     server = FalMCPServer(
         SERVER_NAME,
         register=_register_tools,
+        tool_meta=dict.fromkeys(PAYING_TOOLS, ask_every_call) if settings.require_approval else None,
         title="fal.ai",
         version=__version__,
         instructions=INSTRUCTIONS,

@@ -163,38 +163,6 @@ class Cost:
     basis: str
 
 
-def enforce_cost_limit(settings: Settings, costs: list[Cost], *, what: str = "this call") -> None:
-    """Refuse before anything is sent when the total is above FAL_MCP_MAX_COST_USD, or cannot be known.
-
-    A limit is never silently off: an unknown cost with a limit set is a refusal, not a note.
-    """
-    limit = settings.max_cost_usd
-    if limit is None:
-        return
-    unknown = [c.basis for c in costs if c.usd is None]
-    if unknown:
-        raise ToolFailure(
-            f"refused: the cost of {what} cannot be estimated ({unknown[0]}), so this server's per-call limit "
-            f"${limit:.4f} (FAL_MCP_MAX_COST_USD) cannot be checked. Nothing was submitted or charged. "
-            "Use a model whose input fixes its cost (e.g. priced per image or megapixel), or raise/unset "
-            "FAL_MCP_MAX_COST_USD if you accept an unbounded cost.",
-            kind="cost_limit",
-            cost_estimate_usd=None,
-            limit_usd=limit,
-        )
-    total = round(sum(c.usd or 0.0 for c in costs), 6)
-    if total > limit:
-        basis = costs[0].basis if len(costs) == 1 else f"{len(costs)} inputs"
-        raise ToolFailure(
-            f"refused: the estimated cost ${total:.4f} ({basis}) of {what} is above this server's per-call limit "
-            f"${limit:.4f} (FAL_MCP_MAX_COST_USD). Nothing was submitted or charged. Reduce the request "
-            "(fewer/smaller/shorter outputs) or raise the limit.",
-            kind="cost_limit",
-            cost_estimate_usd=total,
-            limit_usd=limit,
-        )
-
-
 # fal's servers (and the msgpack of its realtime protocol) take signed or unsigned 64-bit integers at most.
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
@@ -262,22 +230,25 @@ async def plan_input(
     return prepared
 
 
-async def finalize_input(
-    fal: FalClient, settings: Settings, prepared: PreparedInput, *, enforce_limit: bool = True
-) -> PreparedInput:
-    """Validate against the schema, estimate the cost and enforce the per-call limit, then upload local files
-    (``enforce_limit=False``: the caller checks the total of several inputs with :func:`enforce_cost_limit`)."""
+async def check_input(fal: FalClient, settings: Settings, prepared: PreparedInput) -> Cost:
+    """Validate against the schema and estimate the cost, spending nothing (files are not uploaded yet).
+
+    fal's estimate API (a free request) is asked only when a spend limit, budget or approval rule needs it.
+    """
     if prepared.schema is not None and settings.validate_input:
         # Checked before any upload: each local file stands in as the URL it will become.
         stand_ins = {loc: f"https://upload.invalid/{file.path.name}" for loc, file in prepared.local_files}
         validate_input(replace_values(prepared.data, stand_ins), prepared.schema.input_schema)
-    ask_fal = settings.max_cost_usd is not None  # fal's estimate costs a request: only when a limit needs it
+    ask_fal = settings.spend_limits.any
     cost = await estimate_cost(fal, prepared.endpoint_id, prepared.schema, prepared.data, ask_fal=ask_fal)
     prepared.cost_estimate_usd, prepared.cost_basis = cost.usd, cost.basis
-    if enforce_limit:
-        enforce_cost_limit(settings, [cost])
-    if cost.usd is None:
+    if cost.usd is None and f"the cost could not be estimated: {cost.basis}" not in prepared.notes:
         prepared.notes.append(f"the cost could not be estimated: {cost.basis}")
+    return cost
+
+
+async def upload_local_files(fal: FalClient, prepared: PreparedInput) -> None:
+    """Upload the checked local files (never re-opened by name) and put their URLs into the input."""
     urls: dict[tuple[str | int, ...], str] = {}
     for location, readable in prepared.local_files:
         with readable.open() as handle:  # the checked file itself, never re-opened by name
@@ -288,18 +259,3 @@ async def finalize_input(
     if urls:
         prepared.data = replace_values(prepared.data, urls)
     prepared.local_files = []
-    return prepared
-
-
-async def prepare_input(
-    fal: FalClient,
-    settings: Settings,
-    endpoint_id: str,
-    data: dict[str, Any],
-    *,
-    roots: tuple[Path, ...],
-    enforce_limit: bool = True,
-) -> PreparedInput:
-    """:func:`plan_input` then :func:`finalize_input`, for tools that never re-attach."""
-    planned = await plan_input(fal, settings, endpoint_id, data, roots=roots)
-    return await finalize_input(fal, settings, planned, enforce_limit=enforce_limit)

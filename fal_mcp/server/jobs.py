@@ -314,13 +314,21 @@ async def _snapshot_status(call: Call, endpoint_id: str, request_id: str, outcom
 
 
 async def record_run(
-    call: Call, endpoint_id: str, data: dict[str, Any], run: Callable[[], Awaitable[RunResult]]
+    call: Call,
+    endpoint_id: str,
+    data: dict[str, Any],
+    run: Callable[[], Awaitable[RunResult]],
+    cost_estimate_usd: float | None = None,
 ) -> RunResult:
     """A direct run is a paid job too: record it so jobs_list shows it (no resume: fal can't resume runs)."""
     from fal_mcp.ledger import extract_result_urls
 
     ledger = call.ledger
-    intent = await ledger.record_intent(endpoint_id, call.owner, data, call.tool) if ledger is not None else None
+    intent = (
+        await ledger.record_intent(endpoint_id, call.owner, data, call.tool, cost_estimate_usd=cost_estimate_usd)
+        if ledger is not None
+        else None
+    )
     try:
         result = await run()
     except BaseException as exc:
@@ -352,6 +360,28 @@ async def record_run(
             request_id=result.request_id,
         )
     return result
+
+
+@asynccontextmanager
+async def recorded_direct(
+    call: Call, endpoint_id: str, data: Any, cost_estimate_usd: float | None
+) -> AsyncIterator[None]:
+    """A stream or realtime call fal gives no request id for: on the ledger (jobs_list, budgets) all the same."""
+    ledger = call.ledger
+    intent = None
+    if ledger is not None:
+        intent = await ledger.record_intent(
+            endpoint_id, call.owner, data, call.tool, cost_estimate_usd=cost_estimate_usd
+        )
+    try:
+        yield
+    except BaseException as exc:
+        if ledger is not None and intent is not None:
+            reason = getattr(exc, "message", None) or type(exc).__name__
+            await recorded(ledger.finish_direct(intent, failed=reason), intent=intent)
+        raise
+    if ledger is not None and intent is not None:
+        await recorded(ledger.finish_direct(intent), intent=intent)
 
 
 async def _on_client_cancel(call: Call, endpoint_id: str, request_id: str) -> None:

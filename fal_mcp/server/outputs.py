@@ -73,6 +73,7 @@ class JobOutput(BaseModel):
     reattached: bool = Field(False, description="True when an identical earlier job was reused instead of paying again")
     gallery: str | None = Field(None, description="index.html in download_dir showing every saved job")
     full_output: str | None = Field(None, description="Set when output was cut: the file holding all of it")
+    spend: str | None = Field(None, description="Budget spent/left")
     next_step: str | None = None
 
 
@@ -82,6 +83,7 @@ class SubmitOutput(BaseModel):
     status: JobStatus
     queue_position: int | None = None
     cost_estimate_usd: float | None = None
+    spend: str | None = None
     next_step: str
 
 
@@ -136,9 +138,13 @@ class StreamOutput(BaseModel):
     files: list[OutputFile] = Field(default_factory=list)
     full_output: str | None = None
     next_step: str | None = None
+    cost_estimate_usd: float | None = None
+    spend: str | None = None
 
 
 class RealtimeOutput(BaseModel):
     endpoint_id: str
     outputs: list[Any]
     files: list[OutputFile] = Field(default_factory=list)
+    cost_estimate_usd: float | None = None
+    spend: str | None = None

@@ -198,6 +198,8 @@ def summary(job: JobOutput) -> str:
         text += " Re-attached to an identical earlier job: no new charge."
     if job.cost_estimate_usd is not None:
         text += f" Estimated cost ${job.cost_estimate_usd:.4f}."
+    if job.spend:
+        text += f" {job.spend}"
     if job.files:
         described = []
         for f in job.files[:10]:
@@ -421,6 +423,8 @@ def stream_result(call: Call, streamed: StreamOutput) -> CallToolResult:
     text = f"{streamed.endpoint_id} streamed {streamed.events} event(s); final output:\n{output_text(streamed.output)}"
     if streamed.full_output:
         text += f"\nThe output was too large to return whole; all of it is in {streamed.full_output}"
+    if streamed.spend:
+        text += f"\n{streamed.spend}"
     content: list[ContentBlock] = [TextContent(type="text", text=text)]
     content.extend(
         ResourceLink(type="resource_link", uri=f.url, name=f.file_name or "output", mime_type=f.content_type)

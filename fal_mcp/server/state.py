@@ -21,6 +21,7 @@ from fal_mcp.config import Settings, default_cache_dir
 from fal_mcp.fal._http import tls_verify
 from fal_mcp.fal.auth import FalCredentials, credentials_from_key
 from fal_mcp.log import get_logger
+from fal_mcp.spend import ConfirmationTokens
 
 if TYPE_CHECKING:
     import httpx2
@@ -77,6 +78,7 @@ class ServerState:
         self.thumbnail_slots = anyio.Semaphore(2)
         # Connections whose client declared roots but did not answer roots/list: not asked again until then.
         self._silent_roots: weakref.WeakKeyDictionary[object, float] = weakref.WeakKeyDictionary()
+        self.confirmations = ConfirmationTokens()  # one-time spend approvals, signed per process
 
     # -- fal -----------------------------------------------------------------------------------
     async def fal(self) -> FalClient:

@@ -14,9 +14,9 @@ from pydantic import Field
 from fal_mcp.fal import errors as fe
 from fal_mcp.server import jobs, results
 from fal_mcp.server.errors import ToolFailure, tool_errors
-from fal_mcp.server.inputs import Cost, enforce_cost_limit, prepare_input
 from fal_mcp.server.jobs import Call
 from fal_mcp.server.outputs import JobOutput, RealtimeOutput, StreamOutput
+from fal_mcp.server.spending import ConfirmToken, ManyApproval, OneApproval, pay_ready, plan_paid, spend_note
 
 PAID = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 EndpointArg = Annotated[str, Field(description="Model endpoint id, e.g. fal-ai/flux/dev")]
@@ -66,14 +66,29 @@ def _no_such_mode(endpoint: str, mode: str) -> Iterator[None]:
 
 
 @tool_errors
-async def fal_run(ctx: Context, endpoint_id: EndpointArg, input: InputArg) -> Annotated[CallToolResult, JobOutput]:
-    """Run a fast model in one call (no queue). For anything slow use fal_subscribe."""
+async def fal_run(
+    ctx: Context,
+    endpoint_id: EndpointArg,
+    input: InputArg,
+    confirm_token: ConfirmToken = None,
+    approval: OneApproval = None,  # type: ignore[assignment]  # filled by the spend gate's resolver
+) -> Annotated[CallToolResult, JobOutput]:
+    """Run a fast model in one call (no queue). For anything slow use fal_subscribe.
+    Costs money: bills the user's fal account (may ask approval)."""
     endpoint = jobs.parse_endpoint(endpoint_id)
     call = await Call.start(ctx, "fal_run")
-    prepared = await prepare_input(call.fal, call.state.settings, endpoint, input, roots=await call.state.roots(ctx))
+    plan = await plan_paid(call, endpoint, [input], roots=await call.state.roots(ctx))
+    await pay_ready(call, plan, approval, confirm_token)
+    prepared = plan.inputs[0]
     await call.reporter.report(f"running {endpoint}")
     async with call.reporter.heartbeat():
-        run = await jobs.record_run(call, endpoint, prepared.data, lambda: call.fal.runs.run(endpoint, prepared.data))
+        run = await jobs.record_run(
+            call,
+            endpoint,
+            prepared.data,
+            lambda: call.fal.runs.run(endpoint, prepared.data),
+            cost_estimate_usd=prepared.cost_estimate_usd,
+        )
     job = JobOutput(
         status="COMPLETED",
         endpoint_id=endpoint,
@@ -81,21 +96,30 @@ async def fal_run(ctx: Context, endpoint_id: EndpointArg, input: InputArg) -> An
         output=run.data,
         elapsed_seconds=call.elapsed(),
         cost_estimate_usd=prepared.cost_estimate_usd,
+        spend=spend_note(call, plan),
     )
     return await results.job_result(call, job)
 
 
 @tool_errors
 async def fal_stream(
-    ctx: Context, endpoint_id: EndpointArg, input: InputArg
+    ctx: Context,
+    endpoint_id: EndpointArg,
+    input: InputArg,
+    confirm_token: ConfirmToken = None,
+    approval: OneApproval = None,  # type: ignore[assignment]  # filled by the spend gate's resolver
 ) -> Annotated[CallToolResult, StreamOutput]:
-    """Run a streaming model (e.g. an LLM): partial outputs arrive as progress messages; returns the final one."""
+    """Run a streaming model (e.g. an LLM): partial outputs arrive as progress messages; returns the final one.
+    Costs money: bills the user's fal account (may ask approval)."""
     endpoint = jobs.parse_endpoint(endpoint_id)
     call = await Call.start(ctx, "fal_stream")
-    prepared = await prepare_input(call.fal, call.state.settings, endpoint, input, roots=await call.state.roots(ctx))
+    plan = await plan_paid(call, endpoint, [input], roots=await call.state.roots(ctx))
+    await pay_ready(call, plan, approval, confirm_token)
+    prepared = plan.inputs[0]
     last: Any = None
     count = 0
-    async with call.reporter.heartbeat():
+    cost = prepared.cost_estimate_usd
+    async with call.reporter.heartbeat(), jobs.recorded_direct(call, endpoint, prepared.data, cost):
         with _no_such_mode(endpoint, "streaming"):
             async for event in call.fal.runs.stream(endpoint, prepared.data):
                 count += 1
@@ -104,7 +128,15 @@ async def fal_stream(
     if count == 0:
         raise ToolFailure(f"{endpoint} closed its stream without any output", kind="fal_error")
     return results.stream_result(
-        call, StreamOutput(endpoint_id=endpoint, output=last, events=count, files=results.find_files(last))
+        call,
+        StreamOutput(
+            endpoint_id=endpoint,
+            output=last,
+            events=count,
+            files=results.find_files(last),
+            cost_estimate_usd=cost,
+            spend=spend_note(call, plan),
+        ),
     )
 
 
@@ -113,30 +145,35 @@ async def fal_realtime(
     ctx: Context,
     endpoint_id: EndpointArg,
     inputs: Annotated[list[dict[str, Any]], Field(min_length=1, description="Inputs to send, in order")],
+    confirm_token: ConfirmToken = None,
+    approval: ManyApproval = None,  # type: ignore[assignment]  # filled by the spend gate's resolver
 ) -> RealtimeOutput:
-    """Send several inputs over one realtime WebSocket connection (e.g. fal-ai/fast-lcm-diffusion); outputs in order."""
+    """Send several inputs over one realtime WebSocket connection (e.g. fal-ai/fast-lcm-diffusion); outputs in order.
+    Costs money: bills the user's fal account (may ask approval)."""
     endpoint = jobs.parse_endpoint(endpoint_id)
     if len(inputs) > MAX_REALTIME_INPUTS:
         raise ToolFailure(f"at most {MAX_REALTIME_INPUTS} inputs per call, got {len(inputs)}", kind="invalid_argument")
     call = await Call.start(ctx, "fal_realtime")
-    roots = await call.state.roots(ctx)
-    settings = call.state.settings
-    prepared = [
-        await prepare_input(call.fal, settings, endpoint, item, roots=roots, enforce_limit=False) for item in inputs
-    ]
-    # The limit is per call: the sum over every input, checked before the connection opens.
-    enforce_cost_limit(settings, [Cost(p.cost_estimate_usd, p.cost_basis) for p in prepared], what="these inputs")
+    # Limits, budgets and approval hold for the call: the sum over every input, before the connection opens.
+    plan = await plan_paid(call, endpoint, inputs, roots=await call.state.roots(ctx))
+    await pay_ready(call, plan, approval, confirm_token)
+    prepared = plan.inputs
     await call.reporter.report(f"connecting to {endpoint} (realtime)")
 
     async def received(done: int, _output: dict[str, Any]) -> None:
         await call.reporter.report(f"output {done}/{len(prepared)}", steps=(done, len(prepared)))
 
-    async with call.reporter.heartbeat():
+    cost = plan.quote.usd
+    async with call.reporter.heartbeat(), jobs.recorded_direct(call, endpoint, [p.data for p in prepared], cost):
         with _no_such_mode(endpoint, "realtime"):
             outputs = await call.fal.realtime.run_many(endpoint, [p.data for p in prepared], on_output=received)
     files = [f for out in outputs for f in results.find_files(out)]
     return RealtimeOutput(
-        endpoint_id=endpoint, outputs=[results.shorten_data_uris(o) for o in outputs], files=files[: results.MAX_FILES]
+        endpoint_id=endpoint,
+        outputs=[results.shorten_data_uris(o) for o in outputs],
+        files=files[: results.MAX_FILES],
+        cost_estimate_usd=cost,
+        spend=spend_note(call, plan),
     )
 
 

@@ -15,10 +15,18 @@ from fal_mcp.fal._http import check_header_value
 from fal_mcp.naming import NameTemplate
 from fal_mcp.server import jobs, results
 from fal_mcp.server.errors import ToolFailure, tool_errors
-from fal_mcp.server.inputs import PreparedInput, finalize_input, plan_input, prepare_input
 from fal_mcp.server.jobs import Call
 from fal_mcp.server.outputs import CancelOutput, JobOutput, JobsListOutput, JobSummary, StatusOutput, SubmitOutput
 from fal_mcp.server.saving import name_template
+from fal_mcp.server.spending import (
+    ConfirmToken,
+    OneApproval,
+    PaidPlan,
+    SubscribeApproval,
+    pay_ready,
+    plan_paid,
+    spend_note,
+)
 
 PAID = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
@@ -57,6 +65,7 @@ async def _finish_or_report(
     download_dir: str | None = None,
     name_template: NameTemplate | None = None,
     job_input: dict[str, Any] | None = None,
+    spend: str | None = None,
 ) -> CallToolResult:
     outcome = await jobs.wait(call, endpoint_id, request_id, wait_seconds)
     if not outcome.done:
@@ -69,6 +78,7 @@ async def _finish_or_report(
             elapsed_seconds=call.elapsed(),
             cost_estimate_usd=cost,
             reattached=reattached,
+            spend=spend,
             next_step=jobs.next_step_for(request_id),
         )
         return results.pending_result(job)
@@ -82,6 +92,7 @@ async def _finish_or_report(
         elapsed_seconds=call.elapsed(),
         cost_estimate_usd=cost,
         reattached=reattached,
+        spend=spend,
     )
     return await results.job_result(
         call, job, download_dir=download_dir, name_template=name_template, job_input=job_input, resumable=True
@@ -100,18 +111,23 @@ async def fal_subscribe(
     fresh: Annotated[bool, Field(description="Pay for a new run even if an identical job exists")] = False,
     download_dir: DownloadDir = None,
     file_name_template: NameTemplateArg = None,
+    confirm_token: ConfirmToken = None,
+    approval: SubscribeApproval = None,  # type: ignore[assignment]  # filled by the spend gate's resolver
 ) -> Annotated[CallToolResult, JobOutput]:
     """Run a model: submit, stream progress, wait up to wait_seconds. If not done by then, returns the
-    request_id (the job keeps running; call queue_result). Local file paths in file fields are uploaded."""
+    request_id (the job keeps running; call queue_result). Local file paths in file fields are uploaded.
+    Costs money: bills the user's fal account (may ask approval)."""
     endpoint = jobs.parse_endpoint(endpoint_id)
     check_header_value("hint", hint)  # before any upload, ledger entry or submit
     call = await Call.start(ctx, "fal_subscribe")
     template = name_template(file_name_template, call.state.settings.file_name_template)
     if download_dir:  # a refused folder must refuse the call before it is paid for
         await results.check_download_dir(call, download_dir)
-    prepared = await plan_input(call.fal, call.state.settings, endpoint, input, roots=await call.state.roots(ctx))
+    plan = await plan_paid(call, endpoint, [input], roots=await call.state.roots(ctx))
+    prepared = plan.inputs[0]
     options = {"priority": priority, "hint": hint, "start_timeout": start_timeout}
-    request_id, reattached = await _reuse_or_submit(call, endpoint, prepared, fresh=fresh, **options)
+    pay = functools.partial(_reuse_or_submit, call, endpoint, plan, approval=approval, confirm_token=confirm_token)
+    request_id, reattached = await pay(fresh=fresh, **options)
     finish = functools.partial(
         _finish_or_report,
         call,
@@ -122,23 +138,26 @@ async def fal_subscribe(
         job_input=prepared.data,
     )
     try:
-        return await finish(request_id, reattached=reattached, cost=prepared.cost_estimate_usd)
+        spend = None if reattached else spend_note(call, plan)
+        return await finish(request_id, reattached=reattached, cost=prepared.cost_estimate_usd, spend=spend)
     except fe.NotFoundError:
         if not reattached:
             raise
     await call.reporter.report("the earlier job's result has expired on fal; submitting a new one")
-    request_id, _ = await _reuse_or_submit(call, endpoint, prepared, fresh=True, **options)
-    return await finish(request_id, cost=prepared.cost_estimate_usd)
+    request_id, _ = await pay(fresh=True, **options)
+    return await finish(request_id, cost=prepared.cost_estimate_usd, spend=spend_note(call, plan))
 
 
 async def _reuse_or_submit(
-    call: Call, endpoint: str, prepared: PreparedInput, *, fresh: bool, **options: Any
+    call: Call, endpoint: str, plan: PaidPlan, *, approval: Any, confirm_token: str | None, fresh: bool, **options: Any
 ) -> tuple[str, bool]:
     """(request_id, reattached): an identical running or recent job of this user, else a new submission.
 
     Identical calls racing each other queue on one lock, and on a lease in the ledger when they come from
-    different processes sharing it, so the second re-attaches to the first's job.
+    different processes sharing it, so the second re-attaches to the first's job. A new submission
+    passes the spend gate first (limits, budgets, approval), then uploads local files.
     """
+    prepared = plan.inputs[0]
     async with (
         call.state.submission_lock(call.owner, endpoint, prepared.digest),
         jobs.submit_lease(call, endpoint, prepared.digest),
@@ -151,7 +170,7 @@ async def _reuse_or_submit(
                 return earlier.request_id, True
         if not fresh:
             await _refuse_while_unknown(call, endpoint, prepared.digest)
-        await finalize_input(call.fal, call.state.settings, prepared)
+        await pay_ready(call, plan, approval, confirm_token)
         handle = await jobs.submit(
             call,
             endpoint,
@@ -190,14 +209,19 @@ async def queue_submit(
     priority: Priority = None,
     hint: Hint = None,
     start_timeout: StartTimeout = None,
+    confirm_token: ConfirmToken = None,
+    approval: OneApproval = None,  # type: ignore[assignment]  # filled by the spend gate's resolver
 ) -> SubmitOutput:
-    """Queue a job and return its request_id at once (no waiting). Follow with queue_status/queue_result."""
+    """Queue a job and return its request_id at once (no waiting). Follow with queue_status/queue_result.
+    Costs money: bills the user's fal account (may ask approval)."""
     endpoint = jobs.parse_endpoint(endpoint_id)
     check_header_value("hint", hint)  # before any upload, ledger entry or submit
     if webhook_url is not None and not webhook_url.lower().startswith(("https://", "http://")):
         raise ToolFailure("webhook_url must be an http(s) URL that fal can reach", kind="invalid_argument")
     call = await Call.start(ctx, "queue_submit")
-    prepared = await prepare_input(call.fal, call.state.settings, endpoint, input, roots=await call.state.roots(ctx))
+    plan = await plan_paid(call, endpoint, [input], roots=await call.state.roots(ctx))
+    await pay_ready(call, plan, approval, confirm_token)
+    prepared = plan.inputs[0]
     handle = await jobs.submit(
         call,
         endpoint,
@@ -215,6 +239,7 @@ async def queue_submit(
         status="IN_QUEUE",
         queue_position=getattr(handle, "queue_position", None),
         cost_estimate_usd=prepared.cost_estimate_usd,
+        spend=spend_note(call, plan),
         next_step=f"Call queue_result(request_id='{handle.request_id}') to wait for the output.",
     )
 
