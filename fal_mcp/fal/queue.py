@@ -80,10 +80,11 @@ def _epoch(value: Any) -> float | None:
 def may_have_reached_fal(error: FalError) -> bool:
     """Whether a failed submit (or direct run) may have been queued or run: its answer was lost after
     sending, or fal's edge answered 502/504 (it may have forwarded the request before failing). A 503 edge
-    page, a 429 and a connection that was never made are refusals: nothing was queued."""
+    page, a 429 and a connection that was never made are refusals: nothing was queued. Any other answer
+    from fal (a 404 for an unknown app, a 422, a 401, …) is fal's definite word, not a lost one."""
     if isinstance(error, IngressError):
         return error.status_code in (502, 504)
-    return request_was_sent(error)
+    return isinstance(error, FalConnectionError) and request_was_sent(error)
 
 
 def _attach_request_id(error: FalError, request_id: str) -> None:

@@ -132,6 +132,17 @@ async def test_a_direct_run_whose_answer_is_lost_is_reported_not_rerun(
     assert submissions(lagging, data) == 1
 
 
+async def test_a_direct_run_that_fal_answered_with_an_error_is_that_error(
+    lag_settings: Settings, lagging: EmulatorServer
+) -> None:
+    """A 404 (or 422, 401, …) is fal's definite answer, not a lost one: its own kind, the job FAILED."""
+    async with Client(make_server(lag_settings)) as client:
+        result = await call(client, "fal_run", {"endpoint_id": "fal-ai/no-such-model", "input": {"prompt": "x"}})
+        assert error_of(result)["kind"] == "not_found", text_of(result)
+        (job,) = structured(await call(client, "jobs_list", {"endpoint_id": "fal-ai/no-such-model"}))["jobs"]
+        assert job["status"] == "FAILED"
+
+
 async def test_a_restarted_server_keeps_looking_for_an_earlier_lost_answer(
     lag_settings: Settings, lagging: EmulatorServer
 ) -> None:
