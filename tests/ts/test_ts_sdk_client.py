@@ -57,11 +57,9 @@ def test_subscribe_streams_progress_and_returns_files(session: Session) -> None:
     assert job["files"][0]["url"] == job["output"]["images"][0]["url"]
     kinds = call.block_types()
     assert kinds[0] == "text" and "resource_link" in kinds and "image" in kinds
-    assert len(call.sent) >= 3, call.sent
+    assert len(call.sent) >= 2, call.sent  # ~60 ms of work: under load only the submit and the end may show
     assert_strictly_increasing(call.sent_values())
     assert call.sent_messages()[-1] == "completed"
-    steps = [event for event in call.sent if event["message"].startswith("Denoising step")]
-    assert steps and all(event["total"] is not None for event in steps), call.sent  # "step 4/8" gives a total
     record = session.emulator.state.queue.get(job["request_id"])
     assert record is not None and record.input == data and record.key_id == "server-key-id"
 
@@ -81,15 +79,16 @@ def test_subscribe_saves_into_download_dir_with_file_links(session: Session) -> 
 
 def test_bounded_wait_then_queue_result(session: Session) -> None:
     client = session.client
-    data = {"seconds": 40, "steps": 5, "label": f"bounded {session.name}"}  # 0.8 s real
+    data = {"seconds": 100, "steps": 5, "label": f"bounded {session.name}"}  # 2 s real, a step every 0.4 s
     first = client.call("fal_subscribe", {"endpoint_id": "emulator/slow", "input": data, "wait_seconds": 0.2})
     pending = first.structured
     assert pending["status"] in ("IN_QUEUE", "IN_PROGRESS") and "queue_result" in pending["next_step"]
     done = client.call("queue_result", {"request_id": pending["request_id"]})
     assert done.structured["status"] == "COMPLETED" and done.structured["output"]["steps"] == 5
-    assert any(message.startswith("step ") for message in done.sent_messages()), done.sent
+    steps = [event for event in done.sent if event["message"].startswith("step ")]
+    assert steps and all(event["total"] is not None for event in steps), done.sent  # "step 3/5" gives a total
     assert_strictly_increasing(done.sent_values())
-    # Steps ~160 ms apart reach the host's onprogress one by one (each resets its request timeout).
+    # Steps 0.4 s apart reach the host's onprogress one by one (each resets its request timeout).
     assert any((event["message"] or "").startswith("step ") for event in done.progress), done.progress
 
 
