@@ -127,13 +127,14 @@ def error_result(message: str, *, kind: str, tool: str | None = None, **details:
 
 
 def _field_errors(exc: fe.ValidationError) -> list[dict[str, Any]]:
+    """fal's 422 ``detail`` entries (FastAPI/pydantic style), with the allowed values or bounds spelled out."""
     fields = []
     for e in exc.errors:
         entry: dict[str, Any] = {"field": e.field_path, "message": e.msg, "rule": e.type}
         ctx = dict(e.ctx) if e.ctx else {}
         if ctx:
             entry["context"] = ctx
-            allowed = ctx.get("expected", ctx.get("allowed", ctx.get("enum")))
+            allowed = _allowed_from_context(ctx)
             if allowed is not None:
                 entry["allowed"] = allowed
         fields.append(entry)
@@ -192,6 +193,9 @@ def _describe_api_error(exc: fe.FalAPIError) -> tuple[str, str, dict[str, Any]]:
         return "content_policy", f"fal's safety filter refused the request: {exc.message}", details
     if isinstance(exc, fe.ValidationError):
         details["fields"] = _field_errors(exc)
+        if details["fields"]:  # the text lists each field with its rule and allowed values: name them once here
+            names = ", ".join(dict.fromkeys(f["field"] for f in details["fields"]))
+            return "invalid_input", f"fal rejected the input ({names}).", details
         return "invalid_input", f"fal rejected the input: {exc.message}", details
     if isinstance(exc, fe.AuthenticationError):
         return "auth", f"fal rejected the API key (401): {exc.message}", details
@@ -230,10 +234,11 @@ def failure_result(exc: BaseException, tool: str, arguments: dict[str, Any] | No
     return error_result(message, kind=kind, tool=tool, **details)
 
 
-def _pydantic_allowed(error: Any) -> Any:
-    ctx = error.get("ctx") or {}
-    if "expected" in ctx:
-        return ctx["expected"]
+def _allowed_from_context(ctx: dict[str, Any]) -> Any:
+    """What a pydantic-style error's ``ctx`` says is allowed: the expected values, or the bounds."""
+    for key in ("expected", "allowed", "enum"):
+        if ctx.get(key) is not None:
+            return ctx[key]
     bounds = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<", "min_length": "length ≥", "max_length": "length ≤"}
     given = [
         f"{sign} {ctx[key]:g}" if isinstance(ctx[key], float) else f"{sign} {ctx[key]}"
@@ -256,7 +261,7 @@ def argument_error_result(tool: str, exc: Any, input_schema: dict[str, Any] | No
             continue
         seen.add(name)
         entry: dict[str, Any] = {"field": name, "message": error.get("msg", "invalid"), "rule": error.get("type")}
-        allowed = _pydantic_allowed(error)
+        allowed = _allowed_from_context(error.get("ctx") or {})
         if allowed is not None:
             entry["allowed"] = allowed
         elif loc and isinstance(properties.get(loc[0]), dict) and properties[loc[0]].get("enum"):

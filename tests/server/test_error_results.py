@@ -132,3 +132,28 @@ async def test_model_input_errors_list_each_field_once_with_its_rule(server: Fal
     assert error["kind"] == "invalid_input" and {f["field"] for f in error["fields"]} == {"prompt", "image_size"}
     assert "square_hd" in text and "- prompt:" in text and "- image_size:" in text
     assert text.count("square_hd") == 1  # said once, in the field list
+
+
+def test_fal_field_errors_show_rule_and_allowed_values_once() -> None:
+    """fal's own 422: each field with its rule and what is allowed (values or bounds), not repeated."""
+    body = {
+        "detail": [
+            {
+                "loc": ["body", "num_images"],
+                "msg": "Input should be less than or equal to 4",
+                "type": "less_than_equal",
+                "ctx": {"le": 4},
+            },
+            {
+                "loc": ["body", "image_size"],
+                "msg": "Input should be 'square_hd' or 'square'",
+                "type": "enum",
+                "ctx": {"expected": "'square_hd' or 'square'"},
+            },
+        ]
+    }
+    result = failure_result(fe.make_api_error(422, {"x-fal-request-id": "req-9"}, body), "fal_subscribe")
+    text = text_of(result)
+    assert "- num_images: Input should be less than or equal to 4 (rule: less_than_equal; allowed: ≤ 4)" in text
+    assert "allowed: 'square_hd' or 'square'" in text and "square_hd" not in text.splitlines()[0]  # listed once
+    assert "request_id: req-9" in text and error_of(result)["fields"][0]["allowed"] == "≤ 4"
