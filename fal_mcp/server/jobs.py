@@ -334,10 +334,7 @@ async def record_run(
     except BaseException as exc:
         from fal_mcp.fal.queue import may_have_reached_fal
 
-        # fal's own answer (a 422 content policy, a 404 unknown model…) settles the outcome: only a lost
-        # answer (or an edge 502/504) leaves it unknown.
-        answered = isinstance(exc, fe.FalAPIError) and not isinstance(exc, fe.IngressError)
-        maybe_ran = isinstance(exc, fe.FalError) and not answered and may_have_reached_fal(exc)
+        maybe_ran = isinstance(exc, fe.FalError) and may_have_reached_fal(exc)
         reason = getattr(exc, "message", None) or type(exc).__name__
         if ledger is not None and intent is not None:
             mark = ledger.mark_intent_unknown if maybe_ran else ledger.mark_intent_failed
