@@ -257,8 +257,9 @@ def _ledger_precheck(path: Path) -> Check | None:
 
 async def check_ledger(settings: Any, env: Mapping[str, str]) -> Check:
     from fal_mcp.ledger import Ledger, LedgerError, default_ledger_path
-    from fal_mcp.server.state import LOCAL_OWNER
+    from fal_mcp.server.state import LOCAL_OWNER, ledger_owner
 
+    owner = ledger_owner(LOCAL_OWNER, settings.hosts)
     path = Path(settings.ledger_path or default_ledger_path(env))
     problem = await anyio.to_thread.run_sync(_ledger_precheck, path)
     if problem is not None:
@@ -268,9 +269,9 @@ async def check_ledger(settings: Any, env: Mapping[str, str]) -> Check:
     except LedgerError as exc:
         return Check(section="State", name="ledger", level="fail", detail=str(exc))
     async with ledger:
-        jobs = await ledger.list(LOCAL_OWNER, limit=500)
-        running = await ledger.list(LOCAL_OWNER, status="running", limit=500)
-        unresolved = await ledger.unresolved_intents(LOCAL_OWNER)
+        jobs = await ledger.list(owner, limit=500)
+        running = await ledger.list(owner, status="running", limit=500)
+        unresolved = await ledger.unresolved_intents(owner)
     count = f"{len(jobs)}{'+' if len(jobs) >= 500 else ''} jobs ({len(running)} running)"
     writable = os.access(path, os.W_OK)
     detail = f"{path}: {count}, {'writable' if writable else 'READ-ONLY'}"

@@ -167,9 +167,14 @@ def test_in_a_terminal_it_says_what_it_is_and_ctrl_c_ends_it(tmp_path: Path, key
 
 
 def ledger_jobs(path: Path) -> list[JobRecord]:
+    """Every owner's jobs (a ``--local`` server keeps its jobs under its own emulator's namespace)."""
+    import sqlite3
+
+    owners = [row[0] for row in sqlite3.connect(path).execute("SELECT DISTINCT owner FROM jobs")]
+
     async def read() -> list[JobRecord]:
         async with Ledger.open(path) as ledger:
-            return await ledger.list("local", limit=50)
+            return [job for owner in owners for job in await ledger.list(owner, limit=50)]
 
     return anyio.run(read)
 
@@ -241,6 +246,7 @@ def test_a_signal_mid_session_ends_the_stdio_server_cleanly(
     assert b"Traceback" not in stderr
     [job] = ledger_jobs(tmp_path / "ledger.sqlite3")
     assert job.request_id and job.endpoint_id == "emulator/slow" and job.status == fate
+    assert job.owner.startswith("local@http://127.0.0.1:")  # --local jobs never mix with real fal's
 
 
 @pytest.mark.parametrize("closed", ["<&-", ">&-"], ids=["stdin", "stdout"])

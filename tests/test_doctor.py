@@ -207,9 +207,13 @@ def test_ledger_counts_jobs_and_unresolved_submissions(
 
     async def seed() -> None:
         async with Ledger.open(path) as ledger:
-            intent = await ledger.record_intent("fal-ai/flux/dev", "local", {"prompt": "a"}, "fal_subscribe")
+            intent = await ledger.record_intent(
+                "fal-ai/flux/dev", f"local@{emulator.base_url}", {"prompt": "a"}, "fal_subscribe"
+            )
             await ledger.attach_request_id(intent, "11111111-1111-4111-8111-111111111111", status="IN_QUEUE")
-            await ledger.record_intent("fal-ai/flux/dev", "local", {"prompt": "b"}, "fal_subscribe")
+            await ledger.record_intent(
+                "fal-ai/flux/dev", f"local@{emulator.base_url}", {"prompt": "b"}, "fal_subscribe"
+            )
 
     anyio.run(seed)
     env = base_env(home, tmp_path, FAL_KEY=KEY, FAL_MCP_BASE_URL=emulator.base_url)

@@ -123,6 +123,7 @@ class JobSummary(BaseModel):
     input_preview: str | None = None
     result_urls: list[str] = Field(default_factory=list)
     error: str | None = None
+    fal: str | None = Field(None, description="Which fal ran it: fal.ai or a local emulator")
 
 
 class JobsListOutput(BaseModel):

@@ -20,6 +20,7 @@ import anyio
 from fal_mcp.config import Settings, default_cache_dir
 from fal_mcp.fal._http import tls_verify
 from fal_mcp.fal.auth import FalCredentials, credentials_from_key
+from fal_mcp.fal.hosts import FalHosts
 from fal_mcp.log import get_logger
 from fal_mcp.spend import ConfirmationTokens
 
@@ -120,7 +121,7 @@ class ServerState:
     async def _fal_for(self, ctx: Context | None) -> tuple[FalClient, str]:
         base = await self.fal()
         if not self.per_user:
-            return base, LOCAL_OWNER
+            return base, ledger_owner(LOCAL_OWNER, base.http.hosts)
         key = fal_key_from_headers(ctx.headers if ctx is not None else None)
         if key is None:
             from fal_mcp.fal.errors import NotConfiguredError
@@ -129,7 +130,7 @@ class ServerState:
                 "this server runs in per-user mode: send your own fal key with each request "
                 "(HTTP header 'Authorization: Bearer <FAL_KEY>' or 'X-Fal-Key: <FAL_KEY>')"
             )
-        owner = caller_owner(key)
+        owner = ledger_owner(caller_owner(key), base.http.hosts)
         client = self._per_user_clients.get(owner)
         if client is None:
             client = base.with_credentials(credentials_from_key(key, source="request header", per_caller=True))
@@ -290,6 +291,37 @@ class ServerState:
             if self.emulator is not None:
                 emulator, self.emulator = self.emulator, None
                 await anyio.to_thread.run_sync(emulator.stop)
+
+
+FAL_AI = "fal.ai"
+
+
+def _origin(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def ledger_owner(caller: str, hosts: FalHosts) -> str:
+    """The caller's namespace in the ledger, bound to the fal its jobs run on.
+
+    A job exists only on the fal that ran it: jobs of another fal (the ``--local`` emulator, whose port
+    is new in each process, or any ``FAL_MCP_BASE_URL``) are kept apart, so they never show up in,
+    or get re-attached from, another fal's view — and real fal's jobs keep the plain caller name.
+    """
+    origin = _origin(hosts.queue)
+    return caller if origin == _origin(FalHosts().queue) else f"{caller}@{origin}"
+
+
+def fal_of(owner: str) -> str:
+    """Which fal an owner's jobs ran on, for people: ``fal.ai`` or ``local emulator at http://…``."""
+    _caller, at, origin = owner.partition("@")
+    if not at:
+        return FAL_AI
+    host = origin.split("://", 1)[-1].rsplit(":", 1)[0]
+    local = host in ("127.0.0.1", "localhost", "[::1]") or host.startswith("127.")
+    return f"local emulator at {origin}" if local else origin
 
 
 def caller_owner(key: str) -> str:

@@ -54,6 +54,13 @@ def mode(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+def owner_of(settings: Settings) -> str:
+    """The stdio caller's ledger owner for a server on ``settings`` (namespaced by the fal it talks to)."""
+    from fal_mcp.server.state import LOCAL_OWNER, ledger_owner
+
+    return ledger_owner(LOCAL_OWNER, settings.hosts)
+
+
 def make_server(settings: Settings, **updates: object) -> FalMCPServer:
     """A server with some settings changed, using the test key."""
     return build_server(settings.model_copy(update=updates), credentials=credentials_from_key(TEST_KEY, source="test"))

@@ -17,7 +17,7 @@ from fal_mcp.emulator.server import EmulatorServer
 from fal_mcp.fal.auth import credentials_from_key
 from fal_mcp.ledger import Ledger
 from fal_mcp.server.app import FalMCPServer, build_server
-from tests.server.conftest import TEST_KEY, make_server
+from tests.server.conftest import TEST_KEY, make_server, owner_of
 from tests.server.helpers import Progress, call, error_of, structured, text_of
 
 pytestmark = pytest.mark.anyio
@@ -143,7 +143,7 @@ async def test_restart_resumes_from_the_ledger(settings: Settings, emulator: Emu
         result = await call(client, "queue_result", {"request_id": submitted["request_id"]})
     assert structured(result)["status"] == "COMPLETED"
     async with Ledger.open(settings.ledger_path) as ledger:
-        rows = await ledger.list("local", status="finished")
+        rows = await ledger.list(owner_of(settings), status="finished")
     assert any(r.request_id == submitted["request_id"] and r.status == "COMPLETED" for r in rows)
 
 
@@ -270,8 +270,8 @@ async def test_restart_reconciles_submits_whose_answer_was_lost(settings: Settin
     landed = {"seconds": 1.25, "steps": 1}
     lost = {"seconds": 2.75, "steps": 1}
     async with Ledger.open(settings.ledger_path) as ledger:
-        await ledger.record_intent("emulator/slow", "local", landed, "fal_subscribe")
-        await ledger.record_intent("emulator/slow", "local", lost, "fal_subscribe")
+        await ledger.record_intent("emulator/slow", owner_of(settings), landed, "fal_subscribe")
+        await ledger.record_intent("emulator/slow", owner_of(settings), lost, "fal_subscribe")
     async with FalClient(credentials=credentials_from_key(TEST_KEY), hosts=settings.hosts) as fal:
         handle = await fal.queue.submit("emulator/slow", landed)  # it reached fal; the answer never got written
     async with Client(make_server(settings)) as client:

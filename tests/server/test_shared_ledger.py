@@ -24,7 +24,7 @@ from fal_mcp.fal.auth import credentials_from_key
 from fal_mcp.ledger import Ledger
 from fal_mcp.server import state as state_module
 from fal_mcp.server.state import ServerState
-from tests.server.conftest import TEST_KEY, make_server
+from tests.server.conftest import TEST_KEY, make_server, owner_of
 from tests.server.helpers import call, error_of, structured, text_of
 from tests.server.test_jobs import submissions
 
@@ -115,7 +115,7 @@ async def test_lease_waits_for_the_holder_then_expires_if_it_died(tmp_path: Path
                 pass
 
 
-def legacy_ledger(path: Path, missing: tuple[str, ...]) -> None:
+def legacy_ledger(path: Path, owner: str, missing: tuple[str, ...]) -> None:
     """A ledger that says schema 2 but whose jobs table lacks ``missing`` columns, with an old unresolved intent."""
     columns = {
         "job_id": "TEXT PRIMARY KEY",
@@ -145,8 +145,9 @@ def legacy_ledger(path: Path, missing: tuple[str, ...]) -> None:
     conn.execute(f"CREATE TABLE jobs ({', '.join(f'{n} {k}' for n, k in kept.items())})")
     conn.execute(
         "INSERT INTO jobs (job_id, owner, endpoint_id, input_digest, input_preview, status, origin_tool, "
-        "created_at, updated_at) VALUES ('intent_old', 'local', 'emulator/slow', 'x', '{}', 'SUBMITTING', "
-        "'fal_subscribe', 1, 1)"
+        "created_at, updated_at) VALUES ('intent_old', ?, 'emulator/slow', 'x', '{}', 'SUBMITTING', "
+        "'fal_subscribe', 1, 1)",
+        (owner,),
     )
     conn.commit()
     conn.close()
@@ -155,7 +156,7 @@ def legacy_ledger(path: Path, missing: tuple[str, ...]) -> None:
 async def test_a_ledger_missing_columns_is_migrated_and_the_server_serves(
     settings: Settings, emulator: EmulatorServer
 ) -> None:
-    legacy_ledger(settings.ledger_path, missing=("body_digest", "error_type", "result_urls"))
+    legacy_ledger(settings.ledger_path, owner_of(settings), missing=("body_digest", "error_type", "result_urls"))
     data = {"seconds": 1, "steps": 1, "fail": False, "tag": uuid.uuid4().hex}
     async with Client(make_server(settings)) as client:
         done = await call(client, "fal_subscribe", {"endpoint_id": "emulator/slow", "input": data})
@@ -223,7 +224,7 @@ async def test_reconciliation_with_the_ledger_locked_is_logged_not_fatal(
     monkeypatch.setattr(state_module, "LEDGER_BUSY_TIMEOUT", 0.2)
     landed = {"seconds": 1.5, "steps": 1, "tag": uuid.uuid4().hex}
     async with await anyio.to_thread.run_sync(Ledger.open, settings.ledger_path) as ledger:
-        await ledger.record_intent("emulator/slow", "local", landed, "fal_subscribe")
+        await ledger.record_intent("emulator/slow", owner_of(settings), landed, "fal_subscribe")
     state = ServerState(settings, credentials=credentials_from_key(TEST_KEY))
     async with FalClient(credentials=credentials_from_key(TEST_KEY), hosts=settings.hosts) as fal:
         await fal.queue.submit("emulator/slow", landed)
@@ -231,13 +232,13 @@ async def test_reconciliation_with_the_ledger_locked_is_logged_not_fatal(
         blocker = sqlite3.connect(settings.ledger_path, isolation_level=None, check_same_thread=False)
         blocker.execute("BEGIN IMMEDIATE")
         try:
-            state._reconciled.add("local")
-            await state._reconcile_in_background(fal, "local")  # must not raise
-            assert "local" not in state._reconciled  # so a later call tries again
+            state._reconciled.add(owner_of(settings))
+            await state._reconcile_in_background(fal, owner_of(settings))  # must not raise
+            assert owner_of(settings) not in state._reconciled  # so a later call tries again
         finally:
             blocker.execute("COMMIT")
             blocker.close()
-        assert await state.reconcile_intents(fal, "local") == 1
+        assert await state.reconcile_intents(fal, owner_of(settings)) == 1
     await state.aclose()
 
 
@@ -289,12 +290,13 @@ async def test_a_lease_left_by_a_dead_process_makes_its_unanswered_submit_unknow
     async with Client(make_server(settings)) as client:
         await call(client, "jobs_list", {})  # started (intents from before a start are reconciled separately)
         async with await anyio.to_thread.run_sync(Ledger.open, settings.ledger_path) as ledger:
-            intent = await ledger.record_intent("emulator/slow", "local", data, "fal_subscribe")
-            record = await ledger.get(intent, "local")
+            intent = await ledger.record_intent("emulator/slow", owner_of(settings), data, "fal_subscribe")
+            record = await ledger.get(intent, owner_of(settings))
         assert record is not None
         conn = sqlite3.connect(settings.ledger_path, isolation_level=None)
         conn.execute(
-            "INSERT INTO submit_leases VALUES ('local', 'emulator/slow', ?, 'dead-process', 1)", (record.input_digest,)
+            "INSERT INTO submit_leases VALUES (?, 'emulator/slow', ?, 'dead-process', 1)",
+            (owner_of(settings), record.input_digest),
         )
         conn.close()
         await call(client, "fal_subscribe", {"endpoint_id": "emulator/slow", "input": data})

@@ -27,6 +27,7 @@ from fal_mcp.server.spending import (
     plan_paid,
     spend_note,
 )
+from fal_mcp.server.state import fal_of
 
 PAID = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
@@ -349,6 +350,7 @@ async def jobs_list(
                 input_preview=r.input_preview,
                 result_urls=list(r.result_urls or []),
                 error=r.error,
+                fal=fal_of(r.owner),
             )
             for r in records
         ],
