@@ -122,6 +122,8 @@ class Settings(BaseModel):
     gallery: bool = Field(True, description="Keep an index.html gallery (and fal-gallery.json) in download_dir.")
     # State
     ledger_path: Path | None = None
+    ledger_keep_days: float = Field(30.0, description="Finished jobs older than this leave the ledger.")
+    ledger_keep_jobs: int = Field(10_000, description="At most this many finished jobs are kept.")
     cache_dir: Path | None = None
     ca_file: Path | None = None
     # Where fal is
@@ -160,6 +162,8 @@ class Settings(BaseModel):
             "max_upload_bytes": _env_int(env, "FAL_MCP_MAX_UPLOAD_BYTES", 1024**3, 1, 50 * 1024**3),
             "max_download_bytes": _env_int(env, "FAL_MCP_MAX_DOWNLOAD_BYTES", 2 * 1024**3, 1, 50 * 1024**3),
             "allow_private_urls": _env_bool(env, "FAL_MCP_ALLOW_PRIVATE_URLS", False),
+            "ledger_keep_days": _env_float(env, "FAL_MCP_LEDGER_KEEP_DAYS", 30.0, 1, 3650),
+            "ledger_keep_jobs": _env_int(env, "FAL_MCP_LEDGER_KEEP_JOBS", 10_000, 10, 10_000_000),
             "provenance": _env_bool(env, "FAL_MCP_PROVENANCE", True),
             "gallery": _env_bool(env, "FAL_MCP_GALLERY", True),
             "local": _env_bool(env, "FAL_MCP_LOCAL", False),

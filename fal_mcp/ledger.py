@@ -875,21 +875,36 @@ class Ledger:
 
     # -- retention --
 
-    async def prune(self, older_than_days: float = 30) -> int:
-        """Delete every owner's rows untouched for ``older_than_days``; returns how many went.
+    async def prune(self, older_than_days: float = 30, keep_jobs: int | None = None) -> int:
+        """Delete finished rows untouched for ``older_than_days``, and finished rows beyond the newest
+        ``keep_jobs`` (every owner's together); returns how many went.
 
-        fal keeps results for 30 days at most, so an older row can no longer be acted upon.
+        fal keeps results for 30 days at most, so an older row can no longer be acted upon. Unfinished
+        rows (submitting, queued, running, outcome unknown) are kept whatever their age: they may still
+        be settled, and each may stand for a charge.
         """
+        finished = sorted(TERMINAL)
 
         def delete(conn: sqlite3.Connection, now: float) -> int:
             with _transaction(conn):
-                cursor = conn.execute("DELETE FROM jobs WHERE updated_at < ?", (now - older_than_days * 86400,))
+                cursor = conn.execute(
+                    f"DELETE FROM jobs WHERE updated_at < ? AND status IN ({_placeholders(finished)})",
+                    (now - older_than_days * 86400, *finished),
+                )
+                removed = cursor.rowcount
+                if keep_jobs is not None:
+                    cursor = conn.execute(
+                        f"""DELETE FROM jobs WHERE status IN ({_placeholders(finished)}) AND job_id NOT IN (
+                                SELECT job_id FROM jobs ORDER BY updated_at DESC, rowid DESC LIMIT ?)""",
+                        (*finished, max(int(keep_jobs), 0)),
+                    )
+                    removed += cursor.rowcount
                 conn.execute("DELETE FROM submit_leases WHERE expires_at < ?", (now - 86400,))  # left by dead holders
-            return cursor.rowcount
+            return removed
 
         removed = await self._run(delete)
         if removed:
-            logger.info("ledger pruned", removed=removed, older_than_days=older_than_days)
+            logger.info("ledger pruned", removed=removed, older_than_days=older_than_days, keep_jobs=keep_jobs)
         return removed
 
 

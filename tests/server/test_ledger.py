@@ -474,17 +474,29 @@ async def test_a_closed_ledger_raises_ledger_error(db_path: Path) -> None:
 # --- retention -----------------------------------------------------------------------------------
 
 
-async def test_prune_removes_only_old_rows(ledger: Ledger, clock: Clock) -> None:
+async def test_prune_removes_only_old_finished_rows(ledger: Ledger, clock: Clock) -> None:
     await submitted(ledger, "req-old-00001")
     await ledger.update_status("req-old-00001", "COMPLETED", owner="alice")
-    await submitted(ledger, "req-old-00002", owner="bob")
+    await submitted(ledger, "req-old-00002", owner="bob")  # never finished: kept (it may still be settled)
     clock.advance(20 * 86400)
     await submitted(ledger, "req-new-00001")
+    await ledger.update_status("req-new-00001", "FAILED", owner="alice")
     clock.advance(11 * 86400)
-    assert await ledger.prune(older_than_days=30) == 2
+    assert await ledger.prune(older_than_days=30) == 1
     assert [r.request_id for r in await ledger.list("alice")] == ["req-new-00001"]
-    assert await ledger.list("bob") == []
+    assert [r.request_id for r in await ledger.list("bob")] == ["req-old-00002"]
     assert await ledger.prune() == 0
+
+
+async def test_prune_keeps_the_newest_finished_rows_and_every_unfinished_one(ledger: Ledger, clock: Clock) -> None:
+    for n in range(6):
+        await submitted(ledger, f"req-count-{n:05d}")
+        if n != 1:
+            await ledger.update_status(f"req-count-{n:05d}", "COMPLETED", owner="alice")
+        clock.advance(1)
+    assert await ledger.prune(keep_jobs=3) == 2  # rows 0 and 2 (finished, oldest); row 1 is still queued
+    kept = sorted(r.request_id or "" for r in await ledger.list("alice"))
+    assert kept == ["req-count-00001", "req-count-00003", "req-count-00004", "req-count-00005"]
 
 
 async def test_prune_drops_leases_left_by_dead_holders(ledger: Ledger, clock: Clock, db_path: Path) -> None:
