@@ -93,6 +93,16 @@ class ToolCall:
         return [event["message"] or "" for event in self.sent]
 
 
+def first_text(call: ToolCall) -> str:
+    """The error as Claude Code shows it to the model: the first text block, nothing else."""
+    assert call.threw is None, f"{call.name}: the TypeScript client threw instead of returning the error: {call.threw}"
+    result = call.returned
+    assert result.get("isError") is True, f"{call.name} did not fail: {result}"
+    texts = [block["text"] for block in result["content"] if block["type"] == "text"]
+    assert texts, f"{call.name}: an error with no text block: {result}"
+    return texts[0]
+
+
 @dataclass
 class TsClient:
     """One ``node driver.mjs`` process holding one TypeScript SDK client session."""
@@ -233,14 +243,20 @@ class Session:
 
 @contextmanager
 def stdio_session(
-    tmp_path: Path, command: list[str], protocol_version: str | None = None, **env: str
+    tmp_path: Path,
+    command: list[str],
+    protocol_version: str | None = None,
+    *,
+    connect: dict[str, Any] | None = None,
+    **env: str,
 ) -> Iterator[TsClient]:
-    """A TypeScript client connected to its own ``command`` stdio server (run in a fresh workdir, ``env`` added)."""
+    """A TypeScript client connected to its own ``command`` stdio server (run in a fresh workdir, ``env`` added);
+    ``connect`` adds options of the driver's connect command (e.g. ``{"elicitation": "accept"}``)."""
     workdir = make_workdir(tmp_path)
     client = TsClient.start()
     try:
         server = {"transport": "stdio", "command": command[0], "args": command[1:], "cwd": str(workdir)}
-        client.connect({**server, "env": server_env(tmp_path, **env)}, protocol_version)
+        client.connect({**server, "env": server_env(tmp_path, **env)}, protocol_version, **(connect or {}))
         yield client
     finally:
         client.close()

@@ -3,14 +3,16 @@
 // Reads JSON commands, one a line, on stdin; answers each with one JSON line on stdout carrying the same `id`:
 //   {"id", "op": "connect", "server": {"transport": "stdio", "command", "args", "env", "cwd"}
 //                                     | {"transport": "http", "url", "headers"},
-//    "protocolVersion"?: offer this version instead of the SDK's latest, "clientInfo"?: {"name", "version"}}
+//    "protocolVersion"?: offer this version instead of the SDK's latest, "clientInfo"?: {"name", "version"},
+//    "elicitation"?: "accept" | "decline" (declare form elicitation and answer every form so)}
 //   {"id", "op": "listTools"} -> the tools, and `validated`: those whose results callTool checks
 //   {"id", "op": "callTool", "name", "arguments", "abortAfterProgress"?: n, "timeoutMs"?: ms}
 //       -> the result exactly as `client.callTool` returned it (it validates structuredContent against the
 //          tool's outputSchema), or what it threw; the progress its onprogress received, and every progress
 //          notification the server sent for it (`wireProgress`, read off the wire before the SDK)
 //   {"id", "op": "diagnostics"} -> protocol errors the client reported, the ids of the requests it cancelled
-//       and of those answered, progress the server sent after a request's response, the server's stderr (stdio)
+//       and of those answered, progress the server sent after a request's response, the forms the server asked
+//       the user to fill, the server's stderr (stdio)
 //   {"id", "op": "close"}
 // Commands run concurrently; answers come back as each finishes.
 
@@ -18,6 +20,7 @@ import readline from 'node:readline';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 
 const STDERR_LIMIT = 200_000;
 
@@ -26,6 +29,7 @@ let transport = null;
 let negotiated = null;
 let serverStderr = '';
 const clientErrors = [];
+const elicitations = []; // the forms the server asked this client's user to fill (params of elicitation/create)
 const cancelledRequests = []; // ids of the requests this client cancelled (notifications/cancelled sent)
 // What came off the wire, in order, before the SDK handled it. The SDK hands notifications to their handlers
 // a microtask later but settles responses at once, so progress read in the same chunk as its response is
@@ -100,8 +104,16 @@ function observeHandshake(t, version) {
 
 const ops = {
   async connect(command) {
-    client = new Client(command.clientInfo ?? { name: 'fal-mcp-ts-test', version: '0.0.0' }, { capabilities: {} });
+    // "elicitation": "accept" | "decline" answers every form the server shows (the host's user clicking).
+    const capabilities = command.elicitation ? { elicitation: { form: {} } } : {};
+    client = new Client(command.clientInfo ?? { name: 'fal-mcp-ts-test', version: '0.0.0' }, { capabilities });
     client.onerror = (error) => clientErrors.push(describe(error));
+    if (command.elicitation) {
+      client.setRequestHandler(ElicitRequestSchema, async (request) => {
+        elicitations.push(request.params);
+        return command.elicitation === 'accept' ? { action: 'accept', content: { approve: true } } : { action: 'decline' };
+      });
+    }
     transport = makeTransport(command.server);
     observeHandshake(transport, command.protocolVersion);
     await client.connect(transport);
@@ -153,7 +165,14 @@ const ops = {
       const answered = respondedAt.get(token);
       for (const event of events) if (answered !== undefined && event.seq > answered) progressAfterResponse.push({ token, ...event });
     }
-    return { clientErrors, cancelledRequests, responded: [...respondedAt.keys()], progressAfterResponse, serverStderr };
+    return {
+      clientErrors,
+      cancelledRequests,
+      responded: [...respondedAt.keys()],
+      progressAfterResponse,
+      elicitations,
+      serverStderr,
+    };
   },
 
   async close() {

@@ -18,20 +18,10 @@ import pytest
 from fal_mcp.digest import input_digest
 from fal_mcp.emulator.server import EmulatorServer
 from tests.server.test_transports import SERVER_KEY
-from tests.ts.conftest import ALL_TOOLS, Session, ToolCall, stdio_session
+from tests.ts.conftest import ALL_TOOLS, Session, ToolCall, first_text, stdio_session
 
 UNKNOWN_REQUEST = "00000000-0000-4000-8000-000000000000"
 SERVER_COMMAND = [sys.executable, "-m", "fal_mcp"]
-
-
-def first_text(call: ToolCall) -> str:
-    """The error as Claude Code shows it to the model: the first text block, nothing else."""
-    assert call.threw is None, f"{call.name}: the TypeScript client threw instead of returning the error: {call.threw}"
-    result = call.returned
-    assert result.get("isError") is True, f"{call.name} did not fail: {result}"
-    texts = [block["text"] for block in result["content"] if block["type"] == "text"]
-    assert texts, f"{call.name}: an error with no text block: {result}"
-    return texts[0]
 
 
 def assert_readable(call: ToolCall, kind: str, *needles: str) -> str:
