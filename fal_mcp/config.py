@@ -106,6 +106,9 @@ class Settings(BaseModel):
         6 * 3600.0, description="How long a submit whose answer was lost is looked for in fal's request history."
     )
     reconcile_first_delay_seconds: float = Field(2.0, description="First look in fal's history after a lost answer.")
+    # Privacy (fal's platform headers)
+    output_expiration_seconds: int | None = Field(None, description="fal deletes output files after this long.")
+    store_payload: bool = Field(True, description="0: fal keeps no copy of inputs/outputs (X-Fal-Store-IO: 0).")
     # Results
     thumbnails: bool = True
     thumbnail_max_px: int = 512
@@ -140,6 +143,23 @@ class Settings(BaseModel):
             budget_usd_per_session=self.budget_usd_per_session,
         )
 
+    def privacy_options(
+        self, expiration_seconds: int | None = None, store_payload: bool | None = None
+    ) -> dict[str, Any]:
+        """fal's privacy headers for one paid call: its own arguments, else these settings (``{}``: fal's defaults).
+
+        ``object_lifecycle``: generated files expire after N seconds; ``store_io=False``: fal keeps no copy
+        of the request's input and output (jobs_list works from the ledger, never from fal's stored payloads).
+        """
+        options: dict[str, Any] = {}
+        expiration = expiration_seconds if expiration_seconds is not None else self.output_expiration_seconds
+        if expiration is not None:
+            options["object_lifecycle"] = {"expiration_duration_seconds": int(expiration)}
+        store = self.store_payload if store_payload is None else store_payload
+        if not store:
+            options["store_io"] = False
+        return options
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = without_unset_bundle_fields(os.environ if env is None else env)
@@ -154,6 +174,7 @@ class Settings(BaseModel):
             "require_approval": _env_bool(env, "FAL_MCP_REQUIRE_APPROVAL", False),
             "validate_input": _env_bool(env, "FAL_MCP_VALIDATE_INPUT", True),
             "reconcile_window_seconds": _env_float(env, "FAL_MCP_RECONCILE_WINDOW_SECONDS", 6 * 3600.0, 60, 7 * 86400),
+            "store_payload": _env_bool(env, "FAL_MCP_STORE_PAYLOAD", True),
             "thumbnails": _env_bool(env, "FAL_MCP_THUMBNAILS", True),
             "thumbnail_max_px": _env_int(env, "FAL_MCP_THUMBNAIL_MAX_PX", 512, 16, 4096),
             "thumbnail_max_bytes": _env_int(env, "FAL_MCP_THUMBNAIL_MAX_BYTES", 100_000, 1_000, 5_000_000),
@@ -169,6 +190,10 @@ class Settings(BaseModel):
             "local": _env_bool(env, "FAL_MCP_LOCAL", False),
             "emulator_time_scale": _env_float(env, "FAL_MCP_EMULATOR_TIME_SCALE", 1.0, 0.001, 100),
         }
+        if env.get("FAL_MCP_OUTPUT_EXPIRATION_SECONDS", "").strip():
+            values["output_expiration_seconds"] = _env_int(
+                env, "FAL_MCP_OUTPUT_EXPIRATION_SECONDS", 0, 1, 10 * 365 * 86400
+            )
         cancel = env.get("FAL_MCP_ON_CLIENT_CANCEL", "").strip().lower()
         if cancel:
             if cancel not in ("cancel", "keep"):

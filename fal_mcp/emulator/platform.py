@@ -287,7 +287,8 @@ def _history_item(record: Any, payloads: bool) -> dict[str, Any]:
         "status_code": record.result_status_code if ended is not None else None,
         "duration": round(duration, 3) if duration is not None else None,
     }
-    if payloads:
+    options = getattr(record, "options", None)
+    if payloads and getattr(options, "store_io", True):  # X-Fal-Store-IO: 0 → fal kept no payloads
         item["json_input"] = record.input
         item["json_output"] = record.result_body if ended is not None else None
     return item

@@ -44,6 +44,7 @@ class RunAPI:
         *,
         start_timeout: float | None = None,
         hint: str | None = None,
+        store_io: bool | None = None,
         object_lifecycle: Mapping[str, Any] | None = None,
         extra_headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
@@ -51,7 +52,11 @@ class RunAPI:
         """Run and return the output. ``timeout=None`` waits as long as the model runs (like fal's clients)."""
         url = self._http.url("run", str(EndpointId.parse(endpoint_id)))
         headers = fal_headers(
-            start_timeout=start_timeout, hint=hint, object_lifecycle=object_lifecycle, extra_headers=extra_headers
+            start_timeout=start_timeout,
+            hint=hint,
+            store_io=store_io,
+            object_lifecycle=object_lifecycle,
+            extra_headers=extra_headers,
         )
         response = await self._http.request(
             "POST",
@@ -85,6 +90,8 @@ class RunAPI:
         *,
         start_timeout: float | None = None,
         hint: str | None = None,
+        store_io: bool | None = None,
+        object_lifecycle: Mapping[str, Any] | None = None,
         extra_headers: Mapping[str, str] | None = None,
         idle_timeout: float = DEFAULT_STREAM_IDLE_TIMEOUT,
         path: str = "stream",
@@ -101,7 +108,13 @@ class RunAPI:
             endpoint = f"{endpoint}/{suffix}"
         url = self._http.url("run", endpoint)
         headers = {
-            **fal_headers(start_timeout=start_timeout, hint=hint, extra_headers=extra_headers),
+            **fal_headers(
+                start_timeout=start_timeout,
+                hint=hint,
+                store_io=store_io,
+                object_lifecycle=object_lifecycle,
+                extra_headers=extra_headers,
+            ),
             "Accept": "text/event-stream",
             "Cache-Control": "no-store",
         }

@@ -86,7 +86,7 @@ async def fal_run(
             call,
             endpoint,
             prepared.data,
-            lambda: call.fal.runs.run(endpoint, prepared.data),
+            lambda: call.fal.runs.run(endpoint, prepared.data, **call.state.settings.privacy_options()),
             cost_estimate_usd=prepared.cost_estimate_usd,
         )
     job = JobOutput(
@@ -121,7 +121,8 @@ async def fal_stream(
     cost = prepared.cost_estimate_usd
     async with call.reporter.heartbeat(), jobs.recorded_direct(call, endpoint, prepared.data, cost):
         with _no_such_mode(endpoint, "streaming"):
-            async for event in call.fal.runs.stream(endpoint, prepared.data):
+            privacy = call.state.settings.privacy_options()
+            async for event in call.fal.runs.stream(endpoint, prepared.data, **privacy):
                 count += 1
                 last = event
                 await call.reporter.report(_partial_text(event), steps=_stream_steps(event))

@@ -44,6 +44,8 @@ WaitArg = Annotated[
 Priority = Annotated[Literal["normal", "low"] | None, Field(description="Queue priority")]
 Hint = Annotated[str | None, Field(description="Runner routing hint")]
 StartTimeout = Annotated[float | None, Field(gt=1, description="Seconds the job may wait to start")]
+ExpirationArg = Annotated[int | None, Field(ge=1, description="fal deletes output files after N s")]
+StorePayloadArg = Annotated[bool | None, Field(description="false: fal keeps no copy of input/output")]
 DownloadDir = Annotated[str | None, Field(description="Save output files into this directory")]
 NameTemplateArg = Annotated[
     str | None,
@@ -112,6 +114,8 @@ async def fal_subscribe(
     fresh: Annotated[bool, Field(description="Pay for a new run even if an identical job exists")] = False,
     download_dir: DownloadDir = None,
     file_name_template: NameTemplateArg = None,
+    expiration_seconds: ExpirationArg = None,
+    store_payload: StorePayloadArg = None,
     confirm_token: ConfirmToken = None,
     approval: SubscribeApproval = None,  # type: ignore[assignment]  # filled by the spend gate's resolver
 ) -> Annotated[CallToolResult, JobOutput]:
@@ -126,7 +130,8 @@ async def fal_subscribe(
         await results.check_download_dir(call, download_dir)
     plan = await plan_paid(call, endpoint, [input], roots=await call.state.roots(ctx))
     prepared = plan.inputs[0]
-    options = {"priority": priority, "hint": hint, "start_timeout": start_timeout}
+    privacy = call.state.settings.privacy_options(expiration_seconds, store_payload)
+    options = {"priority": priority, "hint": hint, "start_timeout": start_timeout, **privacy}
     pay = functools.partial(_reuse_or_submit, call, endpoint, plan, approval=approval, confirm_token=confirm_token)
     request_id, reattached = await pay(fresh=fresh, **options)
     finish = functools.partial(
@@ -210,6 +215,8 @@ async def queue_submit(
     priority: Priority = None,
     hint: Hint = None,
     start_timeout: StartTimeout = None,
+    expiration_seconds: ExpirationArg = None,
+    store_payload: StorePayloadArg = None,
     confirm_token: ConfirmToken = None,
     approval: OneApproval = None,  # type: ignore[assignment]  # filled by the spend gate's resolver
 ) -> SubmitOutput:
@@ -233,6 +240,7 @@ async def queue_submit(
         priority=priority,
         hint=hint,
         start_timeout=start_timeout,
+        **call.state.settings.privacy_options(expiration_seconds, store_payload),
     )
     return SubmitOutput(
         request_id=handle.request_id,
