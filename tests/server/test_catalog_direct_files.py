@@ -28,7 +28,7 @@ async def test_model_search_pages_and_prices(server) -> None:
         video = structured(await call(client, "model_search", {"category": "image-to-video"}))
     assert video["models"] and all(m["category"] == "image-to-video" for m in video["models"])
     flux = next(m for m in first["models"] + second["models"] if m["endpoint_id"] == "fal-ai/flux/dev")
-    assert flux["price"] and flux["price"].startswith("$")
+    assert flux["price"] == "$0.025 per megapixel"  # fal's unit is 'megapixels'; a price is per one
 
 
 async def test_model_schema_summary_and_full(server) -> None:
@@ -163,3 +163,13 @@ async def test_client_roots_replace_the_working_directory(server, workdir, tmp_p
         outside = await call(client, "upload_file", {"path": str(workdir / "cwd-only.txt")})
     assert not inside.is_error and not relative.is_error, text_of(inside)
     assert error_of(outside)["kind"] == "refused"
+
+
+def test_prices_read_per_one_unit() -> None:
+    from fal_mcp.server.tools.catalog import format_price
+
+    assert format_price(0.1, "compute seconds") == "$0.1 per compute second"
+    assert format_price(0.01, "1000 characters") == "$0.01 per 1000 characters"
+    assert format_price(0.5, "videos", "EUR") == "EUR 0.5 per video"
+    assert format_price(0.02, None) == "$0.02 per request"
+    assert format_price(None, "images") is None

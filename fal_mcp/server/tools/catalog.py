@@ -22,7 +22,17 @@ def format_price(unit_price: float | None, unit: str | None, currency: str | Non
     if unit_price is None:
         return None
     symbol = "$" if (currency or "USD").upper() == "USD" else f"{currency} "
-    return f"{symbol}{unit_price:g} per {unit or 'request'}"
+    return f"{symbol}{unit_price:g} per {_one(unit or 'request')}"
+
+
+def _one(unit: str) -> str:
+    """fal names units in the plural ('megapixels', 'compute seconds'); a price is per one of them.
+
+    A counted unit ('1000 characters') stays as it is.
+    """
+    if unit[:1].isdigit() or not unit.endswith("s") or unit.endswith("ss"):
+        return unit
+    return unit[:-1]
 
 
 def _type_of(schema: dict[str, Any]) -> str:
