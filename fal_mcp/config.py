@@ -123,6 +123,7 @@ class Settings(BaseModel):
     file_name_template: str = Field(DEFAULT_TEMPLATE, description="Names of files saved into download_dir.")
     provenance: bool = Field(True, description="Write endpoint, request id, seed, prompt and time into saved images.")
     gallery: bool = Field(True, description="Keep an index.html gallery (and fal-gallery.json) in download_dir.")
+    apps: bool = Field(True, description="Offer the in-chat gallery (an MCP App) to hosts that render MCP Apps.")
     # State
     ledger_path: Path | None = None
     ledger_keep_days: float = Field(30.0, description="Finished jobs older than this leave the ledger.")
@@ -187,6 +188,7 @@ class Settings(BaseModel):
             "ledger_keep_jobs": _env_int(env, "FAL_MCP_LEDGER_KEEP_JOBS", 10_000, 10, 10_000_000),
             "provenance": _env_bool(env, "FAL_MCP_PROVENANCE", True),
             "gallery": _env_bool(env, "FAL_MCP_GALLERY", True),
+            "apps": _env_bool(env, "FAL_MCP_APPS", True),
             "local": _env_bool(env, "FAL_MCP_LOCAL", False),
             "emulator_time_scale": _env_float(env, "FAL_MCP_EMULATOR_TIME_SCALE", 1.0, 0.001, 100),
         }

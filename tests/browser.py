@@ -90,11 +90,11 @@ class Page:
 
 
 @contextmanager
-def open_page(url: str, width: int = 1280, height: int = 2000) -> Iterator[Page]:
-    """``url`` loaded in a fresh headless Chromium; yields the page once its load event has fired."""
+def open_page(url: str, width: int = 1280, height: int = 2000, flags: tuple[str, ...] = ()) -> Iterator[Page]:
+    """``url`` loaded in a fresh headless Chromium (``flags`` added to its own); yields the page once loaded."""
     with tempfile.TemporaryDirectory(prefix="fal-mcp-chromium-") as profile:
         process = subprocess.Popen(
-            [chromium_path(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}"],
+            [chromium_path(), *CHROMIUM_FLAGS, *flags, f"--user-data-dir={profile}", f"--window-size={width},{height}"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -212,11 +212,22 @@ def build_server(
 
     from fal_mcp.spend import PAYING_TOOLS, REQUIRES_USER_INTERACTION
 
-    ask_every_call = {REQUIRES_USER_INTERACTION: True}
+    tool_meta: dict[str, dict[str, Any]] = {}
+    if settings.require_approval:
+        for name in PAYING_TOOLS:
+            tool_meta.setdefault(name, {})[REQUIRES_USER_INTERACTION] = True
+    extensions = []
+    if settings.apps:
+        from fal_mcp.server.apps import BOUND_TOOLS, gallery_extension, ui_meta
+
+        extensions.append(gallery_extension(settings))
+        for name in BOUND_TOOLS:
+            tool_meta.setdefault(name, {}).update(ui_meta())
     server = FalMCPServer(
         SERVER_NAME,
         register=_register_tools,
-        tool_meta=dict.fromkeys(PAYING_TOOLS, ask_every_call) if settings.require_approval else None,
+        tool_meta=tool_meta or None,
+        extensions=extensions,
         title="fal.ai",
         version=__version__,
         instructions=INSTRUCTIONS,
