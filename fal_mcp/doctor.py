@@ -388,7 +388,8 @@ def _servers(config: ClientConfig, document: Any, cwd: Path) -> dict[str, Any]:
 
 
 def _runs_fal_mcp(entry: Mapping[str, Any]) -> bool:
-    args = entry.get("args") if isinstance(entry.get("args"), list) else []
+    raw_args = entry.get("args")
+    args: list[Any] = raw_args if isinstance(raw_args, list) else []
     command = " ".join(str(part) for part in [entry.get("command") or "", *args])
     return "fal-mcp" in command or "fal_mcp" in command
 
@@ -410,10 +411,12 @@ def _key_in_env(block: Mapping[str, Any]) -> tuple[str, str | None]:
 
 def _server_check(config: ClientConfig, name: str, entry: Mapping[str, Any], env: Mapping[str, str]) -> Check:
     where = f"{_home_relative(config.path)}: server {name!r}"
-    args = entry.get("args") if isinstance(entry.get("args"), list) else []
+    raw_args = entry.get("args")
+    args: list[Any] = raw_args if isinstance(raw_args, list) else []
     if "--local" in args:
         return Check(section="MCP clients", name=config.client, level="ok", detail=f"{where} runs offline (--local)")
-    block = entry.get("env") if isinstance(entry.get("env"), dict) else {}
+    raw_env = entry.get("env")
+    block: Mapping[str, Any] = raw_env if isinstance(raw_env, dict) else {}
     state, variable = _key_in_env(block)
     if state == "set":
         return Check(section="MCP clients", name=config.client, level="ok", detail=f"{where}: FAL_KEY set")

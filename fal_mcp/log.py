@@ -43,7 +43,7 @@ def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
-        processors=[*shared, _redact_event, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[*shared, _redact_event, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],  # type: ignore[list-item]
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

@@ -227,7 +227,7 @@ def routes(state: EmulatorState) -> list[BaseRoute]:
                 if message["type"] == "websocket.disconnect":
                     inbox.close()
                     return
-                inbox.put(message)
+                inbox.put(message)  # type: ignore[arg-type]
 
         async def answer() -> None:
             while (message := await inbox.get()) is not None:

@@ -57,7 +57,7 @@ class EmulatorState:
         """Run ``func(*args)`` in the background, outliving the HTTP request that started it."""
         if self._task_group is None:
             raise RuntimeError("emulator is not running (the app's lifespan has not started)")
-        self._task_group.start_soon(func, *args)
+        self._task_group.start_soon(func, *args)  # type: ignore[arg-type]
 
     def public_base(self, request: HTTPConnection, role: str = "") -> str:
         """``scheme://host[:port]/<role prefix>`` as the client addressed us (``role=""``: the origin)."""

@@ -438,7 +438,8 @@ def _models_of(body: Any) -> list[Mapping[str, Any]]:
 
 
 def _summary(model: Mapping[str, Any]) -> ModelSummary:
-    meta = model.get("metadata") if isinstance(model.get("metadata"), Mapping) else {}
+    metadata = model.get("metadata")
+    meta: Mapping[str, Any] = metadata if isinstance(metadata, Mapping) else {}
     endpoint_id = str(model["endpoint_id"])
     tags = meta.get("tags")
     return ModelSummary(

@@ -230,7 +230,7 @@ def _parse_field_errors(detail: Any) -> list[FieldError]:
                     loc=tuple(loc) if isinstance(loc, (list, tuple)) else (str(loc),),
                     msg=str(item.get("msg", "invalid value")),
                     type=str(item.get("type", "value_error")),
-                    ctx=item.get("ctx") if isinstance(item.get("ctx"), Mapping) else {},
+                    ctx=item.get("ctx") if isinstance(item.get("ctx"), Mapping) else {},  # type: ignore[arg-type]
                     input=item.get("input"),
                 )
             )

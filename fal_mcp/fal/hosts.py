@@ -60,7 +60,7 @@ class FalHosts:
             for role in EMULATOR_PREFIXES
             if env.get(f"FAL_MCP_{role.upper()}_URL", "").strip()
         }
-        return replace(hosts, **overrides) if overrides else hosts
+        return replace(hosts, **overrides) if overrides else hosts  # type: ignore[arg-type]
 
     def roles(self) -> dict[str, str]:
         return {role: getattr(self, role) for role in EMULATOR_PREFIXES}

@@ -539,7 +539,7 @@ class QueueAPI:
             while True:
                 if streaming:
                     try:
-                        async with aclosing(
+                        async with aclosing(  # type: ignore[type-var]
                             self.status_stream(handle.endpoint_id, handle.request_id, logs)
                         ) as statuses:
                             async for status in statuses:
@@ -585,7 +585,7 @@ class QueueAPI:
     ) -> tuple[JobHandle, dict[str, Any]]:
         """Submit, wait, fetch the result: ``(handle, output)``. Failed jobs raise fal's replayed error."""
         handle = await self.submit(endpoint_id, input, **submit_options)
-        async with aclosing(self.wait(handle.endpoint_id, handle.request_id, logs=logs)) as events:
+        async with aclosing(self.wait(handle.endpoint_id, handle.request_id, logs=logs)) as events:  # type: ignore[type-var]
             async for event in events:
                 if on_event is not None:
                     maybe = on_event(event)

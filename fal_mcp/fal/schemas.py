@@ -237,7 +237,7 @@ def _make_nullable(node: dict[str, Any]) -> dict[str, Any]:
     else:
         meta = {k: node[k] for k in _META_KEYS if k in node}
         body = {k: v for k, v in node.items() if k not in meta}
-        return {**meta, "anyOf": [body, {"type": "null"}]}
+        return {**meta, "anyOf": [body, {"type": "null"}]}  # type: ignore[dict-item]
     if isinstance(node.get("enum"), list) and None not in node["enum"]:
         node["enum"] = [*node["enum"], None]
     return node

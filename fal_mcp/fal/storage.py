@@ -179,7 +179,7 @@ class _FileSlice:
                 raise FalError(f"{self.name} became shorter while it was being uploaded")
             at += len(chunk)
             yield chunk
-        if stop == self.end and await anyio.to_thread.run_sync(os.pread, fd, 1, stop):
+        if stop == self.end and await anyio.to_thread.run_sync(os.pread, fd, 1, stop):  # type: ignore[arg-type]
             raise FalError(f"{self.name} grew while it was being uploaded; upload it again once it is written")
 
 
@@ -340,7 +340,7 @@ class StorageAPI:
         parts = _parts_from_stream(source, self.part_size)
         first = await anext(parts, None)
         if first is None or len(first) < self.part_size:  # the whole stream fit in one part
-            await parts.aclose()
+            await parts.aclose()  # type: ignore[attr-defined]
             return await self.upload_bytes(first or b"", mime, name, lifecycle=lifecycle)
         total = 0
 

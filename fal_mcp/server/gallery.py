@@ -19,7 +19,7 @@ import stat
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -36,7 +36,7 @@ log = get_logger(__name__)
 
 INDEX = "index.html"
 MANIFEST = "fal-gallery.json"
-GENERATOR = "fal-mcp gallery"
+GENERATOR: Final = "fal-mcp gallery"
 MAX_JOBS = 500  # newest first; older jobs' files stay on disk, they just leave the page
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 MAX_PROMPT_CHARS = 4000
@@ -95,7 +95,7 @@ def entry_for(job: JobOutput, facts: JobFacts) -> GalleryJob:
         files.append(
             GalleryFile(
                 name=Path(f.saved_path).name,
-                kind=file_type.kind,  # type: ignore[arg-type]
+                kind=file_type.kind,
                 content_type=f.content_type,
                 url=f.url,
                 width=f.width,

@@ -50,7 +50,7 @@ class Call:
 
     @classmethod
     async def start(cls, ctx: Context | None, tool: str) -> Call:
-        state: ServerState = ctx.request_context.lifespan_context  # type: ignore[union-attr]
+        state: ServerState = ctx.request_context.lifespan_context  # type: ignore[union-attr, assignment]
         fal, owner = await state.fal_for(ctx)
         ledger = await state.ledger()
         send = ctx.report_progress if ctx is not None else None
@@ -217,12 +217,13 @@ async def _outcome_unknown(
     """Record the job as UNKNOWN, keep looking for it in the background, and tell the agent exactly that."""
     from fal_mcp.server import reconcile
 
-    checking = call.ledger is not None and intent is not None and call.state.background is not None
-    if checking:
+    ledger, background = call.ledger, call.state.background
+    checking = ledger is not None and intent is not None and background is not None
+    if ledger is not None and intent is not None and background is not None:
         until = exc.sent_at + call.state.settings.reconcile_window_seconds
         with anyio.CancelScope(shield=True):
-            await call.ledger.mark_intent_unknown(intent, reconcile.unknown_note(exc.sent_at, until))
-        call.state.background.start_soon(
+            await ledger.mark_intent_unknown(intent, reconcile.unknown_note(exc.sent_at, until))
+        background.start_soon(
             reconcile.settle, call.state, call.fal, call.owner, intent, endpoint_id, exc.input_digest, exc.sent_at
         )
     log.warning("job.submit_outcome_unknown", tool=call.tool, endpoint_id=endpoint_id, job_id=intent)
@@ -271,7 +272,7 @@ async def wait(call: Call, endpoint_id: str, request_id: str, wait_seconds: floa
     try:
         async with call.reporter.heartbeat():
             with anyio.move_on_after(wait_seconds):
-                async with aclosing(call.fal.queue.wait(endpoint_id, request_id, logs=True)) as events:
+                async with aclosing(call.fal.queue.wait(endpoint_id, request_id, logs=True)) as events:  # type: ignore[type-var]
                     async for event in events:
                         outcome.events += 1
                         steps = _event_steps(event, call.reporter)

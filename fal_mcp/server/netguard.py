@@ -99,7 +99,7 @@ def url_policy_for(settings: UrlSettings, hosts: FalHosts | None, *, max_bytes: 
 
     Exemptions are per ``host:port``, so pointing fal at a local emulator opens only that port.
     """
-    allowed = frozenset()
+    allowed: frozenset[str] = frozenset()
     if hosts is not None:
         allowed = frozenset(_origin_key(origin) for origin in hosts.origins())
     return UrlPolicy(allow_private=settings.allow_private_urls, allowed_hosts=allowed, max_bytes=max_bytes)

@@ -30,9 +30,9 @@ def still_image(data: bytes, content_type: str | None) -> bytes:
             stream = container.streams.video[0]
             if stream.codec_context.width * stream.codec_context.height > MAX_VIDEO_PIXELS:
                 raise ValueError("video frames too large to preview")
-            if container.duration:
-                container.seek(container.duration // 3, backward=True, any_frame=False)
-            frame = next(container.decode(stream), None)
+            if container.duration:  # type: ignore[union-attr]
+                container.seek(container.duration // 3, backward=True, any_frame=False)  # type: ignore[union-attr]
+            frame = next(container.decode(stream), None)  # type: ignore[union-attr]
             if frame is None:
                 raise ValueError("no decodable frame")
             buffer = io.BytesIO()

@@ -74,8 +74,8 @@ def sniff(head: bytes, declared_type: str | None = None, file_name: str | None =
     for magic, offset, found in _MAGIC:
         if head[offset : offset + len(magic)] == magic and (offset == 0 or head[:4] == b"RIFF"):
             return found
-    if (found := _ftyp(head)) is not None:
-        return found
+    if (branded := _ftyp(head)) is not None:
+        return branded
     if head[:4] == b"\x1a\x45\xdf\xa3":
         return FileType("webm", "video/webm") if b"webm" in head else FileType("mkv", "video/x-matroska")
     if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:

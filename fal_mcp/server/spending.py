@@ -32,6 +32,7 @@ from fal_mcp.spend import Decision, Quote, Spent, Verdict, budget_text, decide, 
 
 if TYPE_CHECKING:
     from fal_mcp.server.jobs import Call
+    from fal_mcp.server.state import ServerState
 
 log = get_logger(__name__)
 
@@ -156,7 +157,7 @@ async def authorize(call: Call, plan: PaidPlan, approval: Any, confirm_token: st
             return
     token = tokens.issue(call.owner, plan.quote)
     refused = f"The confirm_token given was refused: {why}. " if why else ""
-    left = budget_text(limits, plan.spent)
+    left = budget_text(limits, plan.spent or Spent())
     raise ToolFailure(
         f"{refused}approval needed before paying: {decision.reason}. Call: {_describe(plan.quote)}. "
         f"{left + ' ' if left else ''}{nothing}",
@@ -202,7 +203,7 @@ async def _ask(
     from fal_mcp.server import jobs
 
     try:
-        state = ctx.request_context.lifespan_context
+        state: ServerState = ctx.request_context.lifespan_context  # type: ignore[assignment]
         limits = state.settings.spend_limits
         if confirm_token or not limits.any or not _can_elicit(ctx) or not isinstance(data, list):
             return NOT_ASKED

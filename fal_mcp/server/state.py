@@ -151,7 +151,7 @@ class ServerState:
         from fal_mcp.server.netguard import guarded_client, url_policy_for
 
         fal = await self.fal()
-        policy = url_policy_for(self.settings, fal.http.hosts, max_bytes=self.settings.max_upload_bytes)
+        policy = url_policy_for(self.settings, fal.http.hosts, max_bytes=self.settings.max_upload_bytes)  # type: ignore[arg-type]
         if self._fetch_client is None:
             self._fetch_client = guarded_client(policy, verify=tls_verify(self.settings.ca_file))
         return self._fetch_client, policy

@@ -81,10 +81,10 @@ def audio_duration(data: bytes) -> float:
         with av.open(io.BytesIO(data)) as container:
             if not container.streams.audio:
                 raise ValueError("no audio stream")
-            if container.duration:
-                return container.duration / 1_000_000
+            if container.duration:  # type: ignore[union-attr]
+                return container.duration / 1_000_000  # type: ignore[union-attr]
             stream = container.streams.audio[0]
-            return sum(frame.samples for frame in container.decode(stream)) / (stream.rate or 1)
+            return sum(frame.samples for frame in container.decode(stream)) / (stream.rate or 1)  # type: ignore[union-attr, misc]
     except av.FFmpegError as exc:
         raise ValueError(f"not a readable audio file: {exc}") from exc
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -51,7 +52,7 @@ def _type_of(schema: dict[str, Any]) -> str:
     return "any"
 
 
-def summarize_fields(schema: dict[str, Any] | None, file_fields: list[str] = ()) -> list[FieldSummary]:
+def summarize_fields(schema: dict[str, Any] | None, file_fields: Sequence[str] = ()) -> list[FieldSummary]:
     """Top-level fields with their rules, in the schema's order."""
     if not schema:
         return []
@@ -92,7 +93,7 @@ async def model_search(
     cursor: Annotated[str | None, Field(description="next_cursor of a previous page")] = None,
 ) -> ModelSearchOutput:
     """Find fal models by text and category (paged). Returns endpoint ids to pass to the other tools."""
-    state: ServerState = ctx.request_context.lifespan_context
+    state: ServerState = ctx.request_context.lifespan_context  # type: ignore[assignment]
     fal, _owner = await state.fal_for(ctx)
     page = await fal.catalog.search(query=query, category=category, limit=limit, cursor=cursor)
     return ModelSearchOutput(
@@ -118,7 +119,7 @@ async def model_schema(
     full: Annotated[bool, Field(description="Also return the full JSON schemas")] = False,
 ) -> ModelSchemaOutput:
     """A model's inputs (types, required, defaults, enums, ranges, file fields), outputs, price and an example."""
-    state: ServerState = ctx.request_context.lifespan_context
+    state: ServerState = ctx.request_context.lifespan_context  # type: ignore[assignment]
     fal, _owner = await state.fal_for(ctx)
     schema = await fal.catalog.get_schema(parse_endpoint(endpoint_id))
     file_fields = list(schema.file_fields or [])

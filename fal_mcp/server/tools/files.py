@@ -50,8 +50,9 @@ async def upload_file(
     elif url:
         from fal_mcp.server.netguard import fetch_to_temp
 
-        client, policy = await call.state.fetch_client()
-        fetched = await fetch_to_temp(policy, client, url)
+        client, url_policy = await call.state.fetch_client()
+        fetched = await fetch_to_temp(url_policy, client, url)
+        assert fetched.path is not None  # fetch_to_temp always spools to a temporary file
         try:
             uploaded = await storage.upload_path(
                 fetched.path,

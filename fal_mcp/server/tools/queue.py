@@ -27,7 +27,7 @@ from fal_mcp.server.spending import (
     plan_paid,
     spend_note,
 )
-from fal_mcp.server.state import fal_of
+from fal_mcp.server.state import ServerState, fal_of
 
 PAID = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
@@ -73,7 +73,7 @@ async def _finish_or_report(
     outcome = await jobs.wait(call, endpoint_id, request_id, wait_seconds)
     if not outcome.done:
         job = JobOutput(
-            status=outcome.status,  # type: ignore[arg-type]
+            status=outcome.status,
             endpoint_id=endpoint_id,
             request_id=request_id,
             queue_position=outcome.queue_position,
@@ -338,7 +338,7 @@ async def jobs_list(
     limit: Annotated[int, Field(ge=1, le=200)] = 20,
 ) -> JobsListOutput:
     """Jobs you submitted (newest first) with their last known state, from the local ledger."""
-    state = ctx.request_context.lifespan_context
+    state: ServerState = ctx.request_context.lifespan_context  # type: ignore[assignment]
     _fal, owner = await state.fal_for(ctx)
     ledger = await state.ledger()
     if ledger is None:
