@@ -92,7 +92,8 @@ class Page:
 @contextmanager
 def open_page(url: str, width: int = 1280, height: int = 2000, flags: tuple[str, ...] = ()) -> Iterator[Page]:
     """``url`` loaded in a fresh headless Chromium (``flags`` added to its own); yields the page once loaded."""
-    with tempfile.TemporaryDirectory(prefix="fal-mcp-chromium-") as profile:
+    # Chromium's helper processes may still write to the profile as it exits: a leftover file is not a failure.
+    with tempfile.TemporaryDirectory(prefix="fal-mcp-chromium-", ignore_cleanup_errors=True) as profile:
         process = subprocess.Popen(
             [chromium_path(), *CHROMIUM_FLAGS, *flags, f"--user-data-dir={profile}", f"--window-size={width},{height}"],
             stdout=subprocess.DEVNULL,

@@ -287,15 +287,23 @@ def test_a_job_a_rerun_and_a_cancel_through_the_app(stack: str, tmp_path: Path) 
         assert images and all(u.startswith("http://127.0.0.1:") for u in images)
 
 
-def test_dark_theme_and_small_inline_size(stack: str, tmp_path: Path) -> None:
+def test_dark_theme_small_size_a_job_outliving_the_wait_and_jobs_list(stack: str, tmp_path: Path) -> None:
     with open_page(stack + "?theme=dark&width=320px", width=360, height=700, flags=SAME_PROCESS_FRAMES) as page:
         app = AppFrame(page)
         assert app.evaluate("document.documentElement.dataset.theme") == "dark"
-        args = {"endpoint_id": "fal-ai/flux/dev", "input": {"prompt": PROMPT, "seed": 2}, "wait_seconds": 60}
-        done = page.evaluate(f"window.callModelTool('fal_subscribe', {json.dumps(args)})")
-        app.wait_for(image_shown(done["request_id"]))
-        background = app.evaluate("getComputedStyle(document.body).backgroundColor")
-        assert background == "rgb(22, 22, 24)"
-        # At 320 px one column fits, nothing overflows sideways.
+        # The model's call returns before the job is done: the app watches it to the end by itself.
+        args = {"endpoint_id": "fal-ai/flux/dev", "input": {"prompt": PROMPT, "seed": 2}, "wait_seconds": 0}
+        running = page.evaluate(f"window.callModelTool('fal_subscribe', {json.dumps(args)})")
+        assert running["status"] in ("IN_QUEUE", "IN_PROGRESS"), running
+        app.wait_for(image_shown(running["request_id"]))
+        assert app.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(22, 22, 24)"
+        # At 320 px one column fits and nothing overflows sideways.
         assert app.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
         page.screenshot(tmp_path / "gallery-dark-small.png")
+        # jobs_list lists the same job: one card, still complete, image still shown.
+        listed = page.evaluate("window.callModelTool('jobs_list', {})")
+        assert [job["request_id"] for job in listed["jobs"]] == [running["request_id"]]
+        page.wait_for("window.hostLog.includes('result jobs_list')")
+        [card] = app.cards()
+        assert card["id"] == running["request_id"] and card["status"] == "COMPLETED"
+        assert app.evaluate(image_shown(running["request_id"])), "the card was rebuilt"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,9 +59,15 @@ async def test_apps_hosts_get_the_capability_the_resource_and_bound_tools(
     }
 
 
-def test_the_app_is_self_contained_and_small() -> None:
+def test_the_app_is_self_contained_and_small_as_the_readme_says() -> None:
     html = GALLERY_HTML.read_text(encoding="utf-8")
-    assert len(html.encode()) < 24 * 1024
+    size = len(html.encode())
+    assert size < 24 * 1024
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    stated = re.search(r"`ui://fal/gallery\.html`: \*\*([\d.]+) KB\*\* \(([\d.]+) KB gzipped\)", readme)
+    assert stated, "the README states the app's size"
+    assert float(stated[1]) == round(size / 1024, 1), size
+    assert abs(float(stated[2]) - len(gzip.compress(html.encode(), 9)) / 1024) < 0.3  # zlib versions differ
     # No external script, style, font or fetch: everything it shows arrives through the host from our tools.
     assert not re.search(r"<script[^>]+src|<link|@import|fetch\(|XMLHttpRequest|WebSocket|innerHTML", html)
     assert not re.search(r"https?://", html)
