@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,15 @@ class Progress:
 
 async def call(client: Client, tool: str, args: dict[str, Any], progress: Progress | None = None) -> CallToolResult:
     return await client.call_tool(tool, args, progress_callback=progress)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Wait until ``check()`` holds (polled, bounded): for states only another request can observe."""
+    with anyio.fail_after(timeout):
+        while True:
+            if await check():
+                return
+            await anyio.sleep(0.02)
 
 
 def structured(result: CallToolResult) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from fal_mcp.fal.auth import credentials_from_key
 from fal_mcp.ledger import Ledger
 from fal_mcp.server.app import FalMCPServer, build_server
 from tests.server.conftest import TEST_KEY, make_server, owner_of
-from tests.server.helpers import Progress, call, error_of, structured, text_of
+from tests.server.helpers import Progress, call, error_of, eventually, structured, text_of
 
 pytestmark = pytest.mark.anyio
 
@@ -35,6 +35,7 @@ async def test_subscribe_returns_output_files_links_and_thumbnail(
     progress = Progress()
     async with Client(server, mode=mode) as client:
         result = await call(client, "fal_subscribe", {"endpoint_id": "fal-ai/flux/dev", "input": data}, progress)
+        await progress.wait_until(lambda events: any(m == "completed" for _, _, m in events))  # may trail the result
     assert not result.is_error, text_of(result)
     job = structured(result)
     assert job["status"] == "COMPLETED"
@@ -51,7 +52,6 @@ async def test_subscribe_returns_output_files_links_and_thumbnail(
     assert len(raw) <= 100_000
     with Image.open(io.BytesIO(raw)) as preview:
         assert max(preview.size) <= 512 and preview.size[0] > preview.size[1]  # keeps the aspect ratio
-    await anyio.sleep(0.05)  # progress callbacks may trail the result over real transports
     progress.assert_strictly_increasing()
     assert any("completed" in m for m in progress.messages)
     assert submissions(emulator, "fal-ai/flux/dev", data) == 1
@@ -217,7 +217,12 @@ async def test_status_and_cancel_tools(server: FalMCPServer, emulator: EmulatorS
         assert status["status"] in ("IN_QUEUE", "IN_PROGRESS")
         cancelled = structured(await call(client, "queue_cancel", {"request_id": sub["request_id"]}))
         assert cancelled["outcome"] == "CANCELLATION_REQUESTED"
-        await anyio.sleep(0.2)
+
+        async def settled() -> bool:
+            status = structured(await call(client, "queue_status", {"request_id": sub["request_id"]}))["status"]
+            return status in ("COMPLETED", "FAILED", "CANCELLED")
+
+        await eventually(settled)  # fal has acted on the cancellation (a condition, not a timer)
         again = structured(await call(client, "queue_cancel", {"request_id": sub["request_id"]}))
         assert again["outcome"] == "ALREADY_COMPLETED"
         unknown = await call(client, "queue_status", {"request_id": "00000000-0000-4000-8000-000000000000"})
@@ -296,7 +301,16 @@ async def test_zero_wait_still_reports_the_real_state(server: FalMCPServer) -> N
         submit = {"endpoint_id": "emulator/slow"}
         quick = structured(await call(client, "queue_submit", {**submit, "input": {"seconds": 1}}))
         slow = structured(await call(client, "queue_submit", {**submit, "input": {"seconds": 300}}))
-        await anyio.sleep(0.3)
+
+        async def status(request_id: str) -> str:
+            return structured(await call(client, "queue_status", {"request_id": request_id}))["status"]
+
+        async def quick_done_slow_running() -> bool:
+            return (
+                await status(quick["request_id"]) == "COMPLETED" and await status(slow["request_id"]) == "IN_PROGRESS"
+            )
+
+        await eventually(quick_done_slow_running)
         done = structured(await call(client, "queue_result", {"request_id": quick["request_id"], "wait_seconds": 0}))
         running = structured(await call(client, "queue_result", {"request_id": slow["request_id"], "wait_seconds": 0}))
         await call(client, "queue_cancel", {"request_id": slow["request_id"]})

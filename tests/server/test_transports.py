@@ -188,7 +188,7 @@ async def test_stdio_local_session_lists_searches_and_subscribes_with_progress(t
         found = structured(await call(client, "model_search", {"query": "flux"}))
         args = {"endpoint_id": "fal-ai/flux/dev", "input": {"prompt": f"a red kite ({mode})", "num_inference_steps": 8}}
         result = await call(client, "fal_subscribe", args, progress)
-        await anyio.sleep(0.1)  # progress callbacks may trail the result over real transports
+        await progress.wait_until(lambda events: any(m == "completed" for _, _, m in events))  # may trail the result
     assert names >= EXPECTED_TOOLS
     assert "fal-ai/flux/dev" in [m["endpoint_id"] for m in found["models"]]
     assert not result.is_error, text_of(result)
@@ -273,7 +273,7 @@ async def test_http_session_subscribes_with_progress_in_both_eras(
             "input": {"prompt": f"a tall ship ({mode})", "num_inference_steps": 8},
         }
         result = await call(client, "fal_subscribe", args, progress)
-        await anyio.sleep(0.1)
+        await progress.wait_until(lambda events: any(m == "completed" for _, _, m in events))
     assert names >= EXPECTED_TOOLS
     assert not result.is_error, text_of(result)
     job = structured(result)
