@@ -307,3 +307,12 @@ def test_dark_theme_small_size_a_job_outliving_the_wait_and_jobs_list(stack: str
         [card] = app.cards()
         assert card["id"] == running["request_id"] and card["status"] == "COMPLETED"
         assert app.evaluate(image_shown(running["request_id"])), "the card was rebuilt"
+
+        # A new app instance (the host shows one per tool result) starts with the session's earlier jobs.
+        page.evaluate("window.hostReady = false")  # so only the new page can satisfy the wait below
+        page.send("Page.navigate", {"url": stack + "?theme=dark&width=320px"})
+        page.wait_for("document.readyState === 'complete' && window.hostReady")
+        fresh = AppFrame(page)
+        fresh.wait_for(image_shown(running["request_id"]))
+        [card] = fresh.cards()
+        assert card["prompt"] == PROMPT and card["status"] == "COMPLETED"
