@@ -6,7 +6,6 @@ Start-up imports only what the chosen command needs: the first ``tools/list`` mu
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
@@ -121,7 +120,7 @@ def _serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             per_user=args.per_user,
-            token=os.environ.get("FAL_MCP_HTTP_TOKEN") or None,
+            token=settings.http_token,
             allowed_hosts=args.allowed_host,
         )
     from fal_mcp.server.app import build_server

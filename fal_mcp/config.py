@@ -133,6 +133,8 @@ class Settings(BaseModel):
     # Where fal is
     hosts: FalHosts = Field(default_factory=FalHosts)
     local: bool = Field(False, description="Serve against the embedded offline emulator (no key needed).")
+    # HTTP transport: the bearer token clients must send (checked by fal_mcp.server.http.check_exposure).
+    http_token: str | None = Field(None, repr=False)
     emulator_time_scale: float = 1.0
 
     @property
@@ -209,6 +211,8 @@ class Settings(BaseModel):
                 values["file_name_template"] = NameTemplate.parse(env["FAL_MCP_FILE_NAME_TEMPLATE"]).text
             except TemplateError as exc:
                 raise ConfigError(f"FAL_MCP_FILE_NAME_TEMPLATE: {exc}") from None
+        if env.get("FAL_MCP_HTTP_TOKEN"):  # kept as given: a blank or spaced token is refused at start-up
+            values["http_token"] = env["FAL_MCP_HTTP_TOKEN"]
         if env.get("FAL_MCP_CA_FILE", "").strip():
             values["ca_file"] = Path(env["FAL_MCP_CA_FILE"]).expanduser()
         try:
