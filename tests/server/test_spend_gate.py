@@ -224,3 +224,41 @@ async def test_paying_tools_warn_of_cost_in_their_description(settings: Settings
         tools = {t.name: t for t in (await client.list_tools()).tools}
     for name, tool in tools.items():
         assert ("Costs money" in (tool.description or "")) is (name in PAYING), name
+
+
+async def test_another_callers_token_is_refused_over_per_user_http(tmp_path: Any) -> None:
+    """Two callers of one --per-user HTTP server (each with their own fal key): Bob cannot pay with the token
+    Alice's call was given, even for her exact input; Alice can, once."""
+    import httpx2
+
+    from fal_mcp.emulator.config import EmulatorConfig
+    from tests.server.test_http_hardening import RawSession, sse_messages
+    from tests.server.test_transports import ALICE_KEY, BOB_KEY, HttpServer, server_env
+
+    def outcome(response: Any) -> dict[str, Any]:
+        assert response.status_code == 200, response.text
+        messages = sse_messages(response.text) if "data:" in response.text else [response.json()]
+        return next(m for m in messages if "result" in m)["result"]
+
+    with EmulatorServer(EmulatorConfig(time_scale=0.02)) as emulator:
+        env = server_env(tmp_path, FAL_MCP_BASE_URL=emulator.base_url, FAL_MCP_CONFIRM_ABOVE_USD="0")
+        server = HttpServer(tmp_path, ["--per-user"], env)
+        try:
+            async with httpx2.AsyncClient(timeout=30) as http:
+                alice, bob = RawSession(http, server.url, ALICE_KEY), RawSession(http, server.url, BOB_KEY)
+                await alice.open()
+                await bob.open()
+                args = {"endpoint_id": IMAGE, "input": fresh_input()}
+                asked = outcome(await alice.post(alice.tool_call(1, "queue_submit", args)))
+                error = asked["_meta"]["fal-mcp/error"]
+                assert error["kind"] == "approval_required"
+                with_token = {**args, "confirm_token": error["confirm_token"]}
+                stolen = outcome(await bob.post(bob.tool_call(2, "queue_submit", with_token)))
+                assert stolen["isError"] and stolen["_meta"]["fal-mcp/error"]["kind"] == "approval_required"
+                assert "another input, price, caller" in stolen["content"][0]["text"]
+                assert submissions(emulator) == 0
+                approved = outcome(await alice.post(alice.tool_call(3, "queue_submit", with_token)))
+                assert not approved.get("isError"), approved
+                assert submissions(emulator) == 1
+        finally:
+            server.stop()
