@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from fal_mcp import __version__
 from fal_mcp.fal.auth import MIN_KEY_ID, MIN_KEY_SECRET
+from fal_mcp.spend import format_usd
 
 Level = Literal["ok", "warn", "fail", "info"]
 MARKS: dict[str, tuple[str, str]] = {"ok": ("✓", "32"), "warn": ("!", "33"), "fail": ("✗", "31"), "info": ("·", "2")}
@@ -340,9 +341,8 @@ def check_files(settings: Any, cwd: Path) -> list[Check]:
     checks.append(Check(section="Files", name="dotfiles", level="info", detail=f"hidden files and folders {dotfiles}"))
     checks.append(Check(section="Files", name="private URLs", level="info", detail=f"private-network URLs {private}"))
     if settings.max_cost_usd is not None:
-        checks.append(
-            Check(section="Files", name="cost limit", level="info", detail=f"${settings.max_cost_usd:g} per call")
-        )
+        limit = format_usd(settings.max_cost_usd)
+        checks.append(Check(section="Files", name="cost limit", level="info", detail=f"{limit} per call"))
     return checks
 
 

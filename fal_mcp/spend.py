@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import secrets
 import threading
 import time
@@ -98,6 +99,21 @@ class Decision:
     kind: str = ""  # for a refusal: "cost_limit" or "budget"
 
 
+def format_usd(amount: float) -> str:
+    """A dollar amount as people read it: cents for whole dollars (``$12.50``), and enough significant
+    digits below a dollar that a sub-cent limit or price never shows as ``$0.00`` (``$0.001``, ``$0.0035``)."""
+    if not math.isfinite(amount):
+        return f"${amount}"
+    sign, amount = ("-", -amount) if amount < 0 else ("", amount)
+    if amount >= 1 or amount == 0:
+        return f"{sign}${amount:,.2f}"
+    # 4 significant digits, at most 10 decimals, trailing zeros dropped down to cents.
+    decimals = min(10, 3 - math.floor(math.log10(amount)))
+    text = f"{amount:.{decimals}f}".rstrip("0")
+    whole, _, fraction = text.partition(".")
+    return f"{sign}${whole}.{fraction.ljust(2, '0')}"
+
+
 def price_drivers(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         return {}
@@ -110,8 +126,8 @@ def decide(limits: SpendLimits, quote: Quote, spent: Spent) -> Decision:
     if usd is not None and limits.max_cost_usd is not None and usd > limits.max_cost_usd:
         return Decision(
             Verdict.REFUSE,
-            f"the estimated cost ${usd:.4f} ({quote.basis}) is above this server's per-call limit "
-            f"${limits.max_cost_usd:.4f} (FAL_MCP_MAX_COST_USD)",
+            f"the estimated cost {format_usd(usd)} ({quote.basis}) is above this server's per-call limit "
+            f"{format_usd(limits.max_cost_usd)} (FAL_MCP_MAX_COST_USD)",
             "cost_limit",
         )
     for name, budget, already in (
@@ -120,10 +136,11 @@ def decide(limits: SpendLimits, quote: Quote, spent: Spent) -> Decision:
     ):
         if budget is not None and usd is not None and already + usd > budget + 1e-9:
             period = "the last 24 hours" if name.endswith("DAY") else "this session"
+            left = format_usd(max(budget - already, 0))
             return Decision(
                 Verdict.REFUSE,
-                f"the estimated cost ${usd:.4f} would take the spend of {period} to ${already + usd:.4f}, above "
-                f"the budget ${budget:.2f} ({name}; ${max(budget - already, 0):.4f} left)",
+                f"the estimated cost {format_usd(usd)} would take the spend of {period} to "
+                f"{format_usd(already + usd)}, above the budget {format_usd(budget)} ({name}; {left} left)",
                 "budget",
             )
     if usd is None and limits.any:
@@ -131,7 +148,8 @@ def decide(limits: SpendLimits, quote: Quote, spent: Spent) -> Decision:
     if usd is not None and limits.confirm_above_usd is not None and usd > limits.confirm_above_usd:
         return Decision(
             Verdict.ASK,
-            f"its estimated cost ${usd:.4f} is above ${limits.confirm_above_usd:.2f} (FAL_MCP_CONFIRM_ABOVE_USD)",
+            f"its estimated cost {format_usd(usd)} is above {format_usd(limits.confirm_above_usd)} "
+            "(FAL_MCP_CONFIRM_ABOVE_USD)",
         )
     return Decision(Verdict.GO)
 
@@ -139,14 +157,13 @@ def decide(limits: SpendLimits, quote: Quote, spent: Spent) -> Decision:
 def budget_text(limits: SpendLimits, spent: Spent) -> str | None:
     """One sentence of what was spent and what is left, for every paid result (``None`` without a budget)."""
     parts = []
-    if limits.budget_usd_per_day is not None:
-        left = max(limits.budget_usd_per_day - spent.today_usd, 0)
-        parts.append(f"last 24 h ~${spent.today_usd:.4f} of ${limits.budget_usd_per_day:.2f} (${left:.4f} left)")
-    if limits.budget_usd_per_session is not None:
-        left = max(limits.budget_usd_per_session - spent.session_usd, 0)
-        parts.append(
-            f"this session ~${spent.session_usd:.4f} of ${limits.budget_usd_per_session:.2f} (${left:.4f} left)"
-        )
+    for period, budget, used in (
+        ("last 24 h", limits.budget_usd_per_day, spent.today_usd),
+        ("this session", limits.budget_usd_per_session, spent.session_usd),
+    ):
+        if budget is not None:
+            left = max(budget - used, 0)
+            parts.append(f"{period} ~{format_usd(used)} of {format_usd(budget)} ({format_usd(left)} left)")
     return ("Spent: " + "; ".join(parts) + ".") if parts else None
 
 

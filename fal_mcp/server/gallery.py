@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fal_mcp.log import get_logger
 from fal_mcp.server.provenance import FileType, clean_text
+from fal_mcp.spend import format_usd
 
 if TYPE_CHECKING:
     from fal_mcp.server.guards import OutputDirectory
@@ -218,7 +219,7 @@ def render(manifest: Manifest) -> str:
 def _render_job(job: GalleryJob) -> str:
     meta = [escape(job.saved_at)]
     if job.cost_estimate_usd is not None:
-        meta.append(f"est. ${job.cost_estimate_usd:.4f}")
+        meta.append(f"est. {format_usd(job.cost_estimate_usd)}")
     if job.seed is not None:
         meta.append(f"seed {job.seed}")
     if job.request_id:

@@ -22,6 +22,7 @@ from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, 
 from fal_mcp.log import get_logger
 from fal_mcp.server.outputs import JobOutput, OutputFile, StreamOutput
 from fal_mcp.server.posters import previewable, still_image
+from fal_mcp.spend import format_usd
 
 if TYPE_CHECKING:
     from fal_mcp.naming import NameTemplate
@@ -197,7 +198,7 @@ def summary(job: JobOutput) -> str:
     if job.reattached:
         text += " Re-attached to an identical earlier job: no new charge."
     if job.cost_estimate_usd is not None:
-        text += f" Estimated cost ${job.cost_estimate_usd:.4f}."
+        text += f" Estimated cost {format_usd(job.cost_estimate_usd)}."
     if job.spend:
         text += f" {job.spend}"
     if job.files:

@@ -28,7 +28,7 @@ from fal_mcp.digest import input_digest
 from fal_mcp.log import get_logger
 from fal_mcp.server.errors import ToolFailure
 from fal_mcp.server.inputs import PreparedInput, check_input, plan_input, upload_local_files
-from fal_mcp.spend import Decision, Quote, Spent, Verdict, budget_text, decide, price_drivers
+from fal_mcp.spend import Decision, Quote, Spent, Verdict, budget_text, decide, format_usd, price_drivers
 
 if TYPE_CHECKING:
     from fal_mcp.server.jobs import Call
@@ -105,7 +105,7 @@ async def spent_so_far(call: Call) -> Spent | None:
 
 
 def _describe(quote: Quote) -> str:
-    cost = "cost unknown" if quote.usd is None else f"about ${quote.usd:.4f}"
+    cost = "cost unknown" if quote.usd is None else f"about {format_usd(quote.usd)}"
     drivers = ", ".join(f"{k}={v}" for k, v in quote.drivers.items())
     return f"{quote.endpoint_id} ({cost}; {quote.basis}{'; ' + drivers if drivers else ''})"
 

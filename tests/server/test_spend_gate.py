@@ -59,7 +59,7 @@ async def test_a_user_who_says_no_pays_nothing(
     assert submissions(emulator) == before
     assert len(answer.asked) == 1
     message = answer.asked[0].message
-    assert IMAGE in message and "$0.0020" in message and "num_images=2" in message, message
+    assert IMAGE in message and "$0.002" in message and "num_images=2" in message, message
 
 
 async def test_a_user_who_approves_pays_once(settings: Settings, emulator: EmulatorServer, mode: str) -> None:
@@ -96,7 +96,7 @@ async def test_without_a_form_a_one_time_token_approves_exactly_that_call(
         error = error_of(asked)
         assert error["kind"] == "approval_required" and error["cost_estimate_usd"] == pytest.approx(0.002)
         token = error["confirm_token"]
-        assert token in text_of(asked) and "$0.0020" in text_of(asked)
+        assert token in text_of(asked) and "$0.002" in text_of(asked)
         assert submissions(emulator) == before
 
         other_input = await call(
@@ -161,10 +161,10 @@ async def test_budgets_from_the_ledger(settings: Settings, emulator: EmulatorSer
         first = await call(client, "fal_subscribe", {"endpoint_id": IMAGE, "input": fresh_input()})
         assert not first.is_error, text_of(first)
         spend = structured(first)["spend"]
-        assert "$0.0020 of $0.01" in spend and "$0.0030 left" in spend, spend
+        assert "$0.002 of $0.005" in spend and "$0.003 left" in spend, spend
         assert spend in text_of(first)
         second = await call(client, "fal_run", {"endpoint_id": IMAGE, "input": fresh_input()})
-        assert "$0.0040 of $0.01" in structured(second)["spend"]
+        assert "$0.004 of $0.005" in structured(second)["spend"]
         third = await call(client, "queue_submit", {"endpoint_id": IMAGE, "input": fresh_input()})
         error = error_of(third)
         assert error["kind"] == "budget" and "FAL_MCP_BUDGET_USD_PER_DAY" in text_of(third), text_of(third)
@@ -184,7 +184,8 @@ async def test_session_budget_counts_only_this_process(settings: Settings, emula
     async with Client(make_server(settings, budget_usd_per_session=0.003)) as client:
         result = await call(client, "fal_run", {"endpoint_id": IMAGE, "input": fresh_input()})
         assert not result.is_error, text_of(result)
-        assert "this session ~$0.0020 of $0.00" in structured(result)["spend"]
+        assert "this session ~$0.002 of $0.003 ($0.001 left)" in structured(result)["spend"]
+        assert "Estimated cost $0.002." in text_of(result), text_of(result)
 
 
 async def test_unknown_cost_with_a_budget_asks(settings: Settings, emulator: EmulatorServer) -> None:
