@@ -1019,3 +1019,168 @@ def _apply_status(
         ),
     )
     return True
+
+
+class OwnedLedger:
+    """One owner's view of the ledger: every read and write is that owner's, so callers never pass it.
+
+    :func:`owned_ledger` gives :class:`NoLedger` instead when the ledger could not be opened, so
+    callers never check for a missing ledger either. An intent id of ``None`` (none was recorded)
+    makes every intent write a no-op.
+    """
+
+    available = True
+    error: str | None = None
+
+    def __init__(self, ledger: Ledger, owner: str) -> None:
+        self._ledger = ledger
+        self.owner = owner
+
+    async def record_intent(
+        self,
+        endpoint_id: str,
+        input: Any,
+        origin_tool: str,
+        *,
+        webhook_url: str | None = None,
+        cost_estimate_usd: float | None = None,
+        digest: str | None = None,
+    ) -> str | None:
+        return await self._ledger.record_intent(
+            endpoint_id,
+            self.owner,
+            input,
+            origin_tool,
+            webhook_url=webhook_url,
+            cost_estimate_usd=cost_estimate_usd,
+            digest=digest,
+        )
+
+    async def attach_request_id(
+        self,
+        intent_id: str | None,
+        request_id: str,
+        status: JobStatus | str = JobStatus.IN_QUEUE,
+        queue_position: int | None = None,
+    ) -> None:
+        if intent_id is not None:
+            await self._ledger.attach_request_id(intent_id, request_id, status=status, queue_position=queue_position)
+
+    async def mark_intent_failed(self, intent_id: str | None, error: str) -> None:
+        if intent_id is not None:
+            await self._ledger.mark_intent_failed(intent_id, error)
+
+    async def mark_intent_unknown(self, intent_id: str | None, error: str) -> None:
+        if intent_id is not None:
+            await self._ledger.mark_intent_unknown(intent_id, error)
+
+    async def finish_direct(self, intent_id: str | None, *, failed: str | None = None) -> None:
+        if intent_id is not None:
+            await self._ledger.finish_direct(intent_id, failed=failed)
+
+    async def update_status(
+        self,
+        request_id: str,
+        status: JobStatus | str,
+        *,
+        queue_position: int | None = None,
+        error: str | None = None,
+        error_type: str | None = None,
+        result_urls: list[str] | None = None,
+    ) -> None:
+        await self._ledger.update_status(
+            request_id,
+            status,
+            owner=self.owner,
+            queue_position=queue_position,
+            error=error,
+            error_type=error_type,
+            result_urls=result_urls,
+        )
+
+    async def get(self, request_id: str) -> JobRecord | None:
+        return await self._ledger.get(request_id, self.owner)
+
+    async def find_reusable(self, endpoint_id: str, input_digest: str, window_seconds: float) -> JobRecord | None:
+        return await self._ledger.find_reusable(self.owner, endpoint_id, input_digest, window_seconds)
+
+    async def unresolved_intents(self) -> list[JobRecord]:
+        return await self._ledger.unresolved_intents(self.owner)
+
+    async def list(self, status: str | None = None, endpoint_id: str | None = None, limit: int = 20) -> list[JobRecord]:
+        return await self._ledger.list(self.owner, status=status, endpoint_id=endpoint_id, limit=limit)
+
+    async def spent_since(self, since: float) -> float:
+        return await self._ledger.spent_since(self.owner, since)
+
+    @asynccontextmanager
+    async def submit_lease(
+        self, endpoint_id: str, input_digest: str, *, on_wait: Callable[[], Awaitable[None]] | None = None
+    ) -> AsyncIterator[SubmitLease]:
+        """The cross-process submit lease (:meth:`Ledger.submit_lease`)."""
+        async with self._ledger.submit_lease(self.owner, endpoint_id, input_digest, on_wait=on_wait) as lease:
+            yield lease
+
+    async def abandon_intents(self, endpoint_id: str, input_digest: str, error: str) -> int:
+        return await self._ledger.abandon_intents(self.owner, endpoint_id, input_digest, error)
+
+
+class NoLedger(OwnedLedger):
+    """The view when the ledger cannot be opened: jobs still run; it records nothing and finds nothing.
+
+    Only spending cannot be read from it (:meth:`spent_since` raises), so a budget is never taken as unspent.
+    """
+
+    available = False
+
+    def __init__(self, owner: str, error: str | None) -> None:
+        self.owner = owner
+        self.error = error
+
+    async def record_intent(self, *args: Any, **kwargs: Any) -> str | None:
+        return None
+
+    async def attach_request_id(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    async def mark_intent_failed(self, intent_id: str | None, error: str) -> None:
+        return None
+
+    async def mark_intent_unknown(self, intent_id: str | None, error: str) -> None:
+        return None
+
+    async def finish_direct(self, intent_id: str | None, *, failed: str | None = None) -> None:
+        return None
+
+    async def update_status(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    async def get(self, request_id: str) -> JobRecord | None:
+        return None
+
+    async def find_reusable(self, endpoint_id: str, input_digest: str, window_seconds: float) -> JobRecord | None:
+        return None
+
+    async def unresolved_intents(self) -> list[JobRecord]:
+        return []
+
+    async def list(self, status: str | None = None, endpoint_id: str | None = None, limit: int = 20) -> list[JobRecord]:
+        _statuses(status)  # an unknown status is still an error
+        return []
+
+    async def spent_since(self, since: float) -> float:
+        raise LedgerError(f"the job ledger is unavailable ({self.error}): spending cannot be read")
+
+    @asynccontextmanager
+    async def submit_lease(
+        self, endpoint_id: str, input_digest: str, *, on_wait: Callable[[], Awaitable[None]] | None = None
+    ) -> AsyncIterator[SubmitLease]:
+        yield SubmitLease()  # no file shared with another process: nothing to hold
+
+    async def abandon_intents(self, endpoint_id: str, input_digest: str, error: str) -> int:
+        return 0
+
+
+def owned_ledger(ledger: Ledger | None, owner: str, *, error: str | None = None) -> OwnedLedger:
+    """``owner``'s view of ``ledger``, or :class:`NoLedger` (with why) when there is none."""
+    return NoLedger(owner, error) if ledger is None else OwnedLedger(ledger, owner)

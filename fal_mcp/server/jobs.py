@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from fal_mcp.config import Settings
     from fal_mcp.fal.client import FalClient
     from fal_mcp.fal.models import RunResult
-    from fal_mcp.ledger import Ledger
+    from fal_mcp.ledger import OwnedLedger
     from fal_mcp.server.state import ServerState
 
 log = get_logger(__name__)
@@ -43,7 +43,7 @@ class Call:
     ctx: Context | None
     fal: FalClient
     owner: str
-    ledger: Ledger | None
+    ledger: OwnedLedger
     reporter: ProgressReporter
     tool: str
     started: float = field(default_factory=time.monotonic)
@@ -52,7 +52,7 @@ class Call:
     async def start(cls, ctx: Context | None, tool: str) -> Call:
         state: ServerState = ctx.request_context.lifespan_context  # type: ignore[union-attr, assignment]
         fal, owner = await state.fal_for(ctx)
-        ledger = await state.ledger()
+        ledger = await state.ledger_for(owner)
         send = ctx.report_progress if ctx is not None else None
         reporter = ProgressReporter(send, heartbeat_seconds=state.settings.heartbeat_seconds)
         return cls(state=state, ctx=ctx, fal=fal, owner=owner, ledger=ledger, reporter=reporter, tool=tool)
@@ -113,7 +113,7 @@ async def resolve_endpoint(call: Call, request_id: str, endpoint_id: str | None)
     request_id = check_request_id(request_id)
     if endpoint_id:
         return request_id, parse_endpoint(endpoint_id)
-    record = await call.ledger.get(request_id, call.owner) if call.ledger is not None else None
+    record = await call.ledger.get(request_id)
     if record is None:
         raise ToolFailure(
             f"request {request_id} is not in this server's job ledger, so its endpoint is unknown: "
@@ -134,17 +134,14 @@ async def submit(
 ) -> Any:
     """Submit through the ledger: the intent is on disk before the request leaves, the id right after."""
     ledger = call.ledger
-    intent = None
-    if ledger is not None:
-        intent = await ledger.record_intent(
-            endpoint_id,
-            call.owner,
-            data,
-            call.tool,
-            cost_estimate_usd=cost_estimate_usd,
-            digest=digest,
-            webhook_url=options.get("webhook_url"),
-        )
+    intent = await ledger.record_intent(
+        endpoint_id,
+        data,
+        call.tool,
+        cost_estimate_usd=cost_estimate_usd,
+        digest=digest,
+        webhook_url=options.get("webhook_url"),
+    )
     await call.reporter.report(f"submitting to {endpoint_id}")
     try:
         with anyio.CancelScope(shield=True):  # a submit that left must get its id recorded
@@ -152,10 +149,9 @@ async def submit(
     except fe.SubmitOutcomeUnknownError as exc:
         raise await _outcome_unknown(call, endpoint_id, intent, exc) from exc
     except Exception as exc:
-        if ledger is not None and intent is not None:
-            await recorded(ledger.mark_intent_failed(intent, getattr(exc, "message", str(exc))), intent=intent)
+        await recorded(ledger.mark_intent_failed(intent, getattr(exc, "message", str(exc))), intent=intent)
         raise
-    if ledger is not None and intent is not None:  # fal has the job: never lose its id to a busy ledger
+    if intent is not None:  # fal has the job: never lose its id to a busy ledger
         position = getattr(handle, "queue_position", None)
         await recorded(
             ledger.attach_request_id(intent, handle.request_id, status="IN_QUEUE", queue_position=position),
@@ -186,18 +182,14 @@ async def submit_lease(call: Call, endpoint_id: str, digest: str) -> AsyncIterat
     A lease taken over from a holder that stopped renewing it leaves that holder's unanswered intent for
     this request ``UNKNOWN``: it may have reached fal, so it is never treated as "nothing to re-attach to".
     """
-    if call.ledger is None:
-        yield
-        return
 
     async def waiting() -> None:
         await call.reporter.report("an identical call from another fal-mcp process is submitting; waiting for it")
 
     try:
-        async with call.ledger.submit_lease(call.owner, endpoint_id, digest, on_wait=waiting) as lease:
+        async with call.ledger.submit_lease(endpoint_id, digest, on_wait=waiting) as lease:
             if lease.took_over:
                 abandoned = await call.ledger.abandon_intents(
-                    call.owner,
                     endpoint_id,
                     digest,
                     "the fal-mcp process submitting it stopped before recording fal's answer; it may have been queued",
@@ -218,8 +210,8 @@ async def _outcome_unknown(
     from fal_mcp.server import reconcile
 
     ledger, background = call.ledger, call.state.background
-    checking = ledger is not None and intent is not None and background is not None
-    if ledger is not None and intent is not None and background is not None:
+    checking = intent is not None and background is not None
+    if intent is not None and background is not None:
         until = exc.sent_at + call.state.settings.reconcile_window_seconds
         with anyio.CancelScope(shield=True):
             await ledger.mark_intent_unknown(intent, reconcile.unknown_note(exc.sent_at, until))
@@ -279,11 +271,11 @@ async def wait(call: Call, endpoint_id: str, request_id: str, wait_seconds: floa
                         message = _event_message(event, outcome)
                         if message:
                             await call.reporter.report(message, steps=steps)
-                        if outcome.status != last_recorded and call.ledger is not None and not outcome.done:
+                        if outcome.status != last_recorded and not outcome.done:
                             last_recorded = outcome.status
                             await recorded(
                                 call.ledger.update_status(
-                                    request_id, outcome.status, owner=call.owner, queue_position=outcome.queue_position
+                                    request_id, outcome.status, queue_position=outcome.queue_position
                                 ),
                                 request_id=request_id,
                             )
@@ -325,11 +317,7 @@ async def record_run(
     from fal_mcp.ledger import extract_result_urls
 
     ledger = call.ledger
-    intent = (
-        await ledger.record_intent(endpoint_id, call.owner, data, call.tool, cost_estimate_usd=cost_estimate_usd)
-        if ledger is not None
-        else None
-    )
+    intent = await ledger.record_intent(endpoint_id, data, call.tool, cost_estimate_usd=cost_estimate_usd)
     try:
         result = await run()
     except BaseException as exc:
@@ -337,9 +325,8 @@ async def record_run(
 
         maybe_ran = isinstance(exc, fe.FalError) and may_have_reached_fal(exc)
         reason = getattr(exc, "message", None) or type(exc).__name__
-        if ledger is not None and intent is not None:
-            mark = ledger.mark_intent_unknown if maybe_ran else ledger.mark_intent_failed
-            await recorded(mark(intent, reason), intent=intent)
+        mark = ledger.mark_intent_unknown if maybe_ran else ledger.mark_intent_failed
+        await recorded(mark(intent, reason), intent=intent)
         if maybe_ran:
             raise ToolFailure(
                 f"{endpoint_id} was sent but its answer was lost ({reason}): fal may have run it, and charged for "
@@ -352,12 +339,10 @@ async def record_run(
                 next_step="Check fal's request history before running the same input again.",
             ) from exc
         raise
-    if ledger is not None and intent is not None and result.request_id:
+    if intent is not None and result.request_id:
         await recorded(ledger.attach_request_id(intent, result.request_id, status="COMPLETED"), intent=intent)
         await recorded(
-            ledger.update_status(
-                result.request_id, "COMPLETED", owner=call.owner, result_urls=extract_result_urls(result.data)
-            ),
+            ledger.update_status(result.request_id, "COMPLETED", result_urls=extract_result_urls(result.data)),
             request_id=result.request_id,
         )
     return result
@@ -369,19 +354,14 @@ async def recorded_direct(
 ) -> AsyncIterator[None]:
     """A stream or realtime call fal gives no request id for: on the ledger (jobs_list, budgets) all the same."""
     ledger = call.ledger
-    intent = None
-    if ledger is not None:
-        intent = await ledger.record_intent(
-            endpoint_id, call.owner, data, call.tool, cost_estimate_usd=cost_estimate_usd
-        )
+    intent = await ledger.record_intent(endpoint_id, data, call.tool, cost_estimate_usd=cost_estimate_usd)
     try:
         yield
     except BaseException as exc:
-        if ledger is not None and intent is not None:
-            reason = getattr(exc, "message", None) or type(exc).__name__
-            await recorded(ledger.finish_direct(intent, failed=reason), intent=intent)
+        reason = getattr(exc, "message", None) or type(exc).__name__
+        await recorded(ledger.finish_direct(intent, failed=reason), intent=intent)
         raise
-    if ledger is not None and intent is not None:
+    if intent is not None:
         await recorded(ledger.finish_direct(intent), intent=intent)
 
 
@@ -393,10 +373,7 @@ async def _on_client_cancel(call: Call, endpoint_id: str, request_id: str) -> No
     try:
         with anyio.fail_after(10):
             await call.fal.queue.cancel(endpoint_id, request_id)
-        if call.ledger is not None:
-            await call.ledger.update_status(
-                request_id, "CANCELLED", owner=call.owner, error="cancelled because the client cancelled"
-            )
+        await call.ledger.update_status(request_id, "CANCELLED", error="cancelled because the client cancelled")
     except Exception as exc:  # best effort: the ledger still knows the job
         log.warning("job.cancel_failed", request_id=request_id, error=getattr(exc, "message", str(exc)))
 
@@ -410,22 +387,17 @@ async def fetch_result(call: Call, endpoint_id: str, request_id: str) -> dict[st
     except fe.FalAPIError as exc:
         if exc.request_id is None:
             exc.request_id = request_id
-        if call.ledger is not None and not isinstance(exc, (fe.NotFoundError, fe.RateLimitError)):
+        if not isinstance(exc, (fe.NotFoundError, fe.RateLimitError)):
             status = "CANCELLED" if isinstance(exc, fe.RequestCancelledError) else "FAILED"
             await recorded(
-                call.ledger.update_status(
-                    request_id, status, owner=call.owner, error=exc.message, error_type=exc.error_type
-                ),
+                call.ledger.update_status(request_id, status, error=exc.message, error_type=exc.error_type),
                 request_id=request_id,
             )
         raise
-    if call.ledger is not None:
-        await recorded(
-            call.ledger.update_status(
-                request_id, "COMPLETED", owner=call.owner, result_urls=extract_result_urls(output)
-            ),
-            request_id=request_id,
-        )
+    await recorded(
+        call.ledger.update_status(request_id, "COMPLETED", result_urls=extract_result_urls(output)),
+        request_id=request_id,
+    )
     return output
 
 

@@ -21,7 +21,7 @@ from fal_mcp.server.errors import ToolFailure
 
 if TYPE_CHECKING:
     from fal_mcp.fal.client import FalClient
-    from fal_mcp.ledger import Ledger
+    from fal_mcp.ledger import OwnedLedger
     from fal_mcp.server.state import ServerState
 
 log = get_logger(__name__)
@@ -80,11 +80,11 @@ async def settle(
     deadline = sent_at + settings.reconcile_window_seconds
     while True:
         await anyio.sleep(delay)
-        ledger = await state.ledger()
-        if ledger is None:
+        ledger = await state.ledger_for(owner)
+        if not ledger.available:
             return False
         try:
-            found = await _look_up(fal, ledger, owner, job_id, endpoint_id, digest, sent_at)
+            found = await _look_up(fal, ledger, job_id, endpoint_id, digest, sent_at)
         except fe.SubmitOutcomeUnknownError as exc:  # history without payloads: it can never tell
             log.warning("reconcile.undecidable", job_id=job_id, error=exc.message)
             return False
@@ -100,34 +100,34 @@ async def settle(
 
 
 async def _look_up(
-    fal: FalClient, ledger: Ledger, owner: str, job_id: str, endpoint_id: str, digest: str, sent_at: float
+    fal: FalClient, ledger: OwnedLedger, job_id: str, endpoint_id: str, digest: str, sent_at: float
 ) -> bool:
-    known = [r.request_id for r in await ledger.list(owner, endpoint_id=endpoint_id, limit=500) if r.request_id]
+    known = [r.request_id for r in await ledger.list(endpoint_id=endpoint_id, limit=500) if r.request_id]
     handle = await fal.queue.find_submission(endpoint_id, digest=digest, since=sent_at - HISTORY_WINDOW, exclude=known)
     if handle is None:
         return False
     await ledger.attach_request_id(job_id, handle.request_id, status="IN_QUEUE")
     log.info("reconcile.found", job_id=job_id, request_id=handle.request_id)
-    await record_outcome(fal, ledger, owner, endpoint_id, handle.request_id)
+    await record_outcome(fal, ledger, endpoint_id, handle.request_id)
     return True
 
 
-async def record_outcome(fal: FalClient, ledger: Ledger, owner: str, endpoint_id: str, request_id: str) -> None:
+async def record_outcome(fal: FalClient, ledger: OwnedLedger, endpoint_id: str, request_id: str) -> None:
     """Write what fal now says about a found request into the ledger (best effort: queue_result can redo it)."""
     from fal_mcp.ledger import extract_result_urls
 
     try:
         status = await fal.queue.status(endpoint_id, request_id)
         if status.status != "COMPLETED":
-            await ledger.update_status(request_id, status.status, owner=owner, queue_position=status.queue_position)
+            await ledger.update_status(request_id, status.status, queue_position=status.queue_position)
             return
         output = await fal.queue.result(endpoint_id, request_id)
     except fe.FalAPIError as exc:
         if isinstance(exc, fe.NotFoundError | fe.RateLimitError | fe.ResultNotReadyError):
             return  # expired, busy or not done after all: queue_result settles it later
-        await ledger.update_status(request_id, "FAILED", owner=owner, error=exc.message, error_type=exc.error_type)
+        await ledger.update_status(request_id, "FAILED", error=exc.message, error_type=exc.error_type)
         return
     except fe.FalError as exc:
         log.info("reconcile.outcome_unavailable", request_id=request_id, error=exc.message)
         return
-    await ledger.update_status(request_id, "COMPLETED", owner=owner, result_urls=extract_result_urls(output))
+    await ledger.update_status(request_id, "COMPLETED", result_urls=extract_result_urls(output))

@@ -64,10 +64,10 @@ class JobFacts:
 
 
 async def job_facts(call: Call, job: JobOutput, job_input: dict[str, Any] | None) -> JobFacts:
-    if job_input is None and job.request_id and call.ledger is not None:
+    if job_input is None and job.request_id:
         # queue_result: the ledger's preview of the input (long strings there are shortened).
         with contextlib.suppress(Exception):
-            record = await call.ledger.get(job.request_id, call.owner)
+            record = await call.ledger.get(job.request_id)
             if record is not None:
                 job_input = json.loads(record.input_preview)
     job_input = job_input if isinstance(job_input, dict) else {}

@@ -91,16 +91,16 @@ async def spent_so_far(call: Call) -> Spent | None:
     settings = call.state.settings
     if not settings.spend_limits.budgeted:
         return None
-    if call.ledger is None:
+    if not call.ledger.available:
         raise ToolFailure(
             "refused: a spend budget is set but the job ledger that records spending is unavailable "
-            f"({call.state.ledger_error}), so the budget cannot be checked. Nothing was submitted or charged.",
+            f"({call.ledger.error}), so the budget cannot be checked. Nothing was submitted or charged.",
             kind="budget",
             next_step="Call again in a minute (the ledger is retried); the user can fix or unset the ledger path.",
         )
     now = time.time()
-    today = await call.ledger.spent_since(call.owner, now - DAY_SECONDS)
-    session = await call.ledger.spent_since(call.owner, call.state.started_at)
+    today = await call.ledger.spent_since(now - DAY_SECONDS)
+    session = await call.ledger.spent_since(call.state.started_at)
     return Spent(round(today, 6), round(session, 6))
 
 
@@ -210,10 +210,8 @@ async def _ask(
         call = await jobs.Call.start(ctx, "spend_check")
         endpoint = jobs.parse_endpoint(endpoint_id)
         plan = await plan_paid(call, endpoint, data, roots=await state.roots(ctx))
-        if not fresh and call.ledger is not None:
-            reusable = await call.ledger.find_reusable(
-                call.owner, endpoint, plan.quote.digest, state.settings.reuse_window_seconds
-            )
+        if not fresh:
+            reusable = await call.ledger.find_reusable(endpoint, plan.quote.digest, state.settings.reuse_window_seconds)
             if reusable is not None:
                 return NOT_ASKED  # re-attaches: no new charge
         spent = await spent_so_far(call)

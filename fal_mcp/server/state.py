@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from fal_mcp.emulator.server import EmulatorServer
     from fal_mcp.fal.client import FalClient
-    from fal_mcp.ledger import Ledger
+    from fal_mcp.ledger import Ledger, OwnedLedger
     from fal_mcp.server.netguard import UrlPolicy
 
 log = get_logger(__name__)
@@ -190,14 +190,12 @@ class ServerState:
         from fal_mcp.fal.errors import FalError, SubmitOutcomeUnknownError
         from fal_mcp.server import reconcile
 
-        ledger = await self.ledger()
-        if ledger is None:
-            return 0
+        ledger = await self.ledger_for(owner)
         settled = 0
-        intents = [i for i in await ledger.unresolved_intents(owner) if i.created_at < self.started_at]
+        intents = [i for i in await ledger.unresolved_intents() if i.created_at < self.started_at]
         for intent in intents:
             digest = intent.body_digest or intent.input_digest
-            known = [r.request_id for r in await ledger.list(owner, endpoint_id=intent.endpoint_id, limit=500)]
+            known = [r.request_id for r in await ledger.list(endpoint_id=intent.endpoint_id, limit=500)]
             try:
                 handle = await fal.queue.find_submission(
                     intent.endpoint_id, digest=digest, since=intent.created_at - 60, exclude=[r for r in known if r]
@@ -212,26 +210,26 @@ class ServerState:
             if handle is not None:
                 await ledger.attach_request_id(intent.job_id, handle.request_id)
                 log.info("reconcile.found", job_id=intent.job_id, request_id=handle.request_id)
-                await reconcile.record_outcome(fal, ledger, owner, intent.endpoint_id, handle.request_id)
+                await reconcile.record_outcome(fal, ledger, intent.endpoint_id, handle.request_id)
                 continue
             until = intent.created_at + self.settings.reconcile_window_seconds
             note = reconcile.unknown_note(intent.created_at, until, restarted=True)
             await ledger.mark_intent_unknown(intent.job_id, note)
-        await self._resume_settling(fal, owner, ledger)  # these, and an earlier process's UNKNOWN jobs
+        await self._resume_settling(fal, ledger)  # these, and an earlier process's UNKNOWN jobs
         return settled
 
-    async def _resume_settling(self, fal: FalClient, owner: str, ledger: Ledger) -> None:
+    async def _resume_settling(self, fal: FalClient, ledger: OwnedLedger) -> None:
         """Jobs of earlier processes whose outcome is unknown, still inside their window: keep looking for them."""
         from fal_mcp.server import reconcile
 
         if self.background is None:
             return
         since = time.time() - self.settings.reconcile_window_seconds
-        for job in await ledger.list(owner, status="UNKNOWN", limit=200):
+        for job in await ledger.list(status="UNKNOWN", limit=200):
             if job.request_id is None and job.created_at < self.started_at and job.created_at >= since:
                 digest = job.body_digest or job.input_digest
                 self.background.start_soon(
-                    reconcile.settle, self, fal, owner, job.job_id, job.endpoint_id, digest, job.created_at
+                    reconcile.settle, self, fal, ledger.owner, job.job_id, job.endpoint_id, digest, job.created_at
                 )
 
     # -- ledger ----------------------------------------------------------------------------------
@@ -283,6 +281,12 @@ class ServerState:
     @property
     def ledger_error(self) -> str | None:
         return self._ledger_error
+
+    async def ledger_for(self, owner: str) -> OwnedLedger:
+        """``owner``'s view of the ledger: one that records nothing when the ledger cannot be opened."""
+        from fal_mcp.ledger import owned_ledger
+
+        return owned_ledger(await self.ledger(), owner, error=self._ledger_error)
 
     # -- roots -----------------------------------------------------------------------------------
     async def roots(self, ctx: Context | None) -> tuple[Path, ...]:

@@ -594,3 +594,46 @@ async def test_a_stored_preview_stays_small(ledger: Ledger) -> None:
     assert record.input_preview == '{"image_url":"data:image/jpeg… (2000023 chars)","prompt":"x"}'
     assert record.input_digest == input_digest(big)
     assert (await anyio.Path(ledger.path).stat()).st_size < 200_000
+
+
+# -- one owner's view ----------------------------------------------------------------------------
+
+
+async def test_an_owned_view_reads_and_writes_only_its_owners_jobs(ledger: Ledger) -> None:
+    from fal_mcp.ledger import owned_ledger
+
+    alice, bob = owned_ledger(ledger, "alice"), owned_ledger(ledger, "bob")
+    intent = await alice.record_intent("fal-ai/flux/dev", {"prompt": "a"}, "fal_subscribe")
+    await alice.attach_request_id(intent, "req-a")
+    await bob.update_status("req-a", "COMPLETED")  # not bob's job: ignored
+    assert [r.request_id for r in await alice.list()] == ["req-a"]
+    assert await bob.list() == [] and await bob.get("req-a") is None
+    record = await alice.get("req-a")
+    assert record is not None and record.status == "IN_QUEUE" and record.owner == "alice"
+    await alice.update_status("req-a", "COMPLETED", result_urls=["https://v3.fal.media/files/x.png"])
+    reusable = await alice.find_reusable("fal-ai/flux/dev", record.input_digest, 600)
+    assert reusable is not None and reusable.request_id == "req-a"
+    assert await bob.find_reusable("fal-ai/flux/dev", record.input_digest, 600) is None
+
+
+async def test_without_a_ledger_the_view_records_nothing_finds_nothing_and_never_reads_spend_as_zero() -> None:
+    from fal_mcp.ledger import LedgerError, owned_ledger
+
+    none = owned_ledger(None, "alice", error="database is locked")
+    assert not none.available and none.error == "database is locked"
+    intent = await none.record_intent("fal-ai/flux/dev", {"prompt": "a"}, "fal_subscribe")
+    assert intent is None
+    await none.attach_request_id(intent, "req-a")
+    await none.mark_intent_failed(intent, "x")
+    await none.mark_intent_unknown(intent, "x")
+    await none.finish_direct(intent)
+    await none.update_status("req-a", "COMPLETED")
+    assert await none.get("req-a") is None and await none.list() == [] and await none.unresolved_intents() == []
+    assert await none.find_reusable("fal-ai/flux/dev", "d", 600) is None
+    assert await none.abandon_intents("fal-ai/flux/dev", "d", "x") == 0
+    async with none.submit_lease("fal-ai/flux/dev", "d") as lease:
+        assert not lease.took_over
+    with pytest.raises(LedgerError, match="locked"):
+        await none.spent_since(0)
+    with pytest.raises(ValueError):
+        await none.list(status="NOT_A_STATUS")

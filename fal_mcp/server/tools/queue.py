@@ -168,9 +168,9 @@ async def _reuse_or_submit(
         call.state.submission_lock(call.owner, endpoint, prepared.digest),
         jobs.submit_lease(call, endpoint, prepared.digest),
     ):
-        if not fresh and call.ledger is not None:
+        if not fresh:
             window = call.state.settings.reuse_window_seconds
-            earlier = await call.ledger.find_reusable(call.owner, endpoint, prepared.digest, window)
+            earlier = await call.ledger.find_reusable(endpoint, prepared.digest, window)
             if earlier is not None and earlier.request_id:
                 await call.reporter.report(f"re-attaching to identical job {earlier.request_id} (no new charge)")
                 return earlier.request_id, True
@@ -190,10 +190,8 @@ async def _reuse_or_submit(
 
 async def _refuse_while_unknown(call: Call, endpoint: str, digest: str) -> None:
     """An identical submit whose outcome is still unknown may have been queued: a second one could pay twice."""
-    if call.ledger is None:
-        return
     window = call.state.settings.reconcile_window_seconds
-    for job in await call.ledger.list(call.owner, status="UNKNOWN", endpoint_id=endpoint, limit=50):
+    for job in await call.ledger.list(status="UNKNOWN", endpoint_id=endpoint, limit=50):
         if job.input_digest == digest and job.request_id is None and job.created_at >= time.time() - window:
             raise ToolFailure(
                 f"refused: an identical call to {endpoint} at {job.created} lost fal's answer and its outcome is "
@@ -265,11 +263,9 @@ async def queue_status(
     request_id, endpoint = await jobs.resolve_endpoint(call, request_id, endpoint_id)
     status = await call.fal.queue.status(endpoint, request_id, logs=logs)
     failed = status.status == "COMPLETED" and status.error
-    if call.ledger is not None and status.status != "COMPLETED":
+    if status.status != "COMPLETED":
         await jobs.recorded(
-            call.ledger.update_status(
-                request_id, status.status, owner=call.owner, queue_position=status.queue_position
-            ),
+            call.ledger.update_status(request_id, status.status, queue_position=status.queue_position),
             request_id=request_id,
         )
     metrics = status.metrics or {}
@@ -317,11 +313,10 @@ async def queue_cancel(ctx: Context, request_id: RequestIdArg, endpoint_id: Opti
     value = getattr(outcome, "value", outcome)
     if value == "CANCELLATION_REQUESTED":
         message = "Cancellation requested: a queued job is removed; a running one is stopped if the model allows."
-        if call.ledger is not None:
-            await jobs.recorded(
-                call.ledger.update_status(request_id, "CANCELLED", owner=call.owner, error="cancelled by queue_cancel"),
-                request_id=request_id,
-            )
+        await jobs.recorded(
+            call.ledger.update_status(request_id, "CANCELLED", error="cancelled by queue_cancel"),
+            request_id=request_id,
+        )
     else:
         message = "The job had already completed; nothing was cancelled. Use queue_result to get its output."
     return CancelOutput(request_id=request_id, endpoint_id=endpoint, outcome=value, message=message)
@@ -340,11 +335,11 @@ async def jobs_list(
     """Jobs you submitted (newest first) with their last known state, from the local ledger."""
     state: ServerState = ctx.request_context.lifespan_context  # type: ignore[assignment]
     _fal, owner = await state.fal_for(ctx)
-    ledger = await state.ledger()
-    if ledger is None:
-        return JobsListOutput(jobs=[], ledger=f"the job ledger is unavailable: {state.ledger_error}")
+    ledger = await state.ledger_for(owner)
+    if not ledger.available:
+        return JobsListOutput(jobs=[], ledger=f"the job ledger is unavailable: {ledger.error}")
     notice, state.ledger_notice = state.ledger_notice, None
-    records = await ledger.list(owner, status=status, endpoint_id=endpoint_id, limit=limit)
+    records = await ledger.list(status=status, endpoint_id=endpoint_id, limit=limit)
     return JobsListOutput(
         jobs=[
             JobSummary(
