@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fal_mcp.fal.hosts import FalHosts
+from fal_mcp.fal.hosts import EMULATOR_PREFIXES, FalHosts
+from fal_mcp.log import FORMAT_ENV, LEVEL_ENV
 from fal_mcp.naming import DEFAULT_TEMPLATE, NameTemplate, TemplateError
 from fal_mcp.spend import SpendLimits
 
@@ -77,65 +80,235 @@ def default_cache_dir(env: Mapping[str, str] | None = None) -> Path | None:
     return platformdirs.user_cache_path("fal-mcp")
 
 
+def _setting(default: Any, env: str, shown: str, doc: str, *, also: tuple[EnvRow, ...] = (), **kwargs: Any) -> Any:
+    """A Settings field with its environment variable(s), its default as the README shows it and its meaning.
+
+    ``env`` may name several variables (``"A, B"``); ``also`` adds README rows for variables that shape
+    this field without being it (``FAL_MCP_NO_DISK_CACHE`` for the cache directory).
+    """
+    extra: dict[str, Any] = {"env": env, "shown": shown, "also": [list(row) for row in also]}
+    return Field(default, description=doc, json_schema_extra=extra, **kwargs)
+
+
+class EnvRow(NamedTuple):
+    """One row of the README's configuration table."""
+
+    names: str  # comma-separated variable names
+    default: str  # as shown to people
+    meaning: str
+
+
 class Settings(BaseModel):
-    """Everything the server can be told. Field names match ``FAL_MCP_<NAME>`` environment variables."""
+    """Everything the server can be told: every ``FAL_MCP_*`` environment variable is a field here, and the
+    README's configuration table is generated from these fields (``python -m fal_mcp.config --readme``)."""
 
     model_config = ConfigDict(frozen=True)
 
     # Waiting and progress
-    wait_seconds: float | None = Field(
+    wait_seconds: float | None = _setting(
         None,
-        description="Longest a tool waits for a job before returning its request id. Unset: ~50 s, longer for "
-        "Claude Code, which backgrounds long calls (fal_mcp.server.jobs.default_wait_seconds).",
+        "FAL_MCP_WAIT_SECONDS",
+        "`50`; `900` in Claude Code",
+        "Longest `fal_subscribe`/`queue_result` wait before returning the `request_id` (1–3600). Unset, it "
+        "follows the client: Claude Code backgrounds calls running over 2 min and its idle timeout (30 min) is "
+        "reset by our progress, so it waits 15 min.",
     )
-    heartbeat_seconds: float = Field(5.0, description="Progress heartbeat interval while waiting.")
-    on_client_cancel: Literal["cancel", "keep"] = Field(
-        "cancel", description="What happens to the fal request when the client cancels a waiting call."
+    heartbeat_seconds: float = _setting(
+        5.0, "FAL_MCP_HEARTBEAT_SECONDS", "`5`", "Progress heartbeat while waiting (≤ 10)."
     )
-    reuse_window_seconds: float = Field(
-        900.0, description="An identical fal_subscribe finished this recently re-attaches instead of paying again."
+    on_client_cancel: Literal["cancel", "keep"] = _setting(
+        "cancel",
+        "FAL_MCP_ON_CLIENT_CANCEL",
+        "`cancel`",
+        "`cancel` the fal request when the client cancels a waiting call, or `keep` it running.",
+    )
+    reuse_window_seconds: float = _setting(
+        900.0,
+        "FAL_MCP_REUSE_WINDOW_SECONDS",
+        "`900`",
+        "An identical `fal_subscribe` finished this recently re-attaches instead of paying again.",
     )
     # Money
-    max_cost_usd: float | None = Field(None, description="Refuse calls whose estimated cost exceeds this.")
-    confirm_above_usd: float | None = Field(None, description="Ask the user before a call estimated above this.")
-    budget_usd_per_day: float | None = Field(None, description="Refuse calls past this estimated spend per 24 h.")
-    budget_usd_per_session: float | None = Field(None, description="The same, per server process (and caller).")
-    require_approval: bool = Field(False, description="Mark paying tools so the host asks before every call.")
-    validate_input: bool = Field(True, description="Check inputs against the model's schema before submitting.")
-    reconcile_window_seconds: float = Field(
-        6 * 3600.0, description="How long a submit whose answer was lost is looked for in fal's request history."
+    max_cost_usd: float | None = _setting(
+        None,
+        "FAL_MCP_MAX_COST_USD",
+        "unset",
+        "Refuse calls whose estimated cost is above this; a call whose cost cannot be estimated asks for "
+        "approval (see [Spend control](#spend-control)).",
     )
+    confirm_above_usd: float | None = _setting(
+        None,
+        "FAL_MCP_CONFIRM_ABOVE_USD",
+        "unset",
+        "Ask the user before a call estimated above this (a form in hosts with elicitation, else a one-time "
+        "`confirm_token`).",
+    )
+    budget_usd_per_day: float | None = _setting(
+        None,
+        "FAL_MCP_BUDGET_USD_PER_DAY",
+        "unset",
+        "Refuse calls that would take the estimated spend of the last 24 hours (from the ledger) past this.",
+    )
+    budget_usd_per_session: float | None = _setting(
+        None,
+        "FAL_MCP_BUDGET_USD_PER_SESSION",
+        "unset",
+        "The same for this server process (per caller over HTTP `--per-user`).",
+    )
+    require_approval: bool = _setting(
+        False,
+        "FAL_MCP_REQUIRE_APPROVAL",
+        "`0`",
+        "Mark paying tools with `anthropic/requiresUserInteraction` so Claude Code asks before every call.",
+    )
+    validate_input: bool = _setting(
+        True, "FAL_MCP_VALIDATE_INPUT", "`1`", "Validate inputs against the model's schema before submitting."
+    )
+    reconcile_window_seconds: float = _setting(
+        6 * 3600.0,
+        "FAL_MCP_RECONCILE_WINDOW_SECONDS",
+        "`21600`",
+        "How long a submit whose answer was lost is looked for in fal's request history (it is never sent again).",
+    )
+    # Not an environment variable: tests shorten it.
     reconcile_first_delay_seconds: float = Field(2.0, description="First look in fal's history after a lost answer.")
     # Privacy (fal's platform headers)
-    output_expiration_seconds: int | None = Field(None, description="fal deletes output files after this long.")
-    store_payload: bool = Field(True, description="0: fal keeps no copy of inputs/outputs (X-Fal-Store-IO: 0).")
+    output_expiration_seconds: int | None = _setting(
+        None,
+        "FAL_MCP_OUTPUT_EXPIRATION_SECONDS",
+        "account setting",
+        "fal deletes the files a job generates after this many seconds (`X-Fal-Object-Lifecycle-Preference`); "
+        "per call: `expiration_seconds` on `fal_subscribe`/`queue_submit`.",
+    )
+    store_payload: bool = _setting(
+        True,
+        "FAL_MCP_STORE_PAYLOAD",
+        "`1`",
+        "`0`: fal keeps no copy of each request's input and output (`X-Fal-Store-IO: 0`); per call: "
+        "`store_payload`. `jobs_list` works from the local ledger either way; a lost submit answer then cannot "
+        'be found by its payload and stays "outcome unknown".',
+    )
     # Results
-    thumbnails: bool = True
-    thumbnail_max_px: int = 512
-    thumbnail_max_bytes: int = 100_000
+    thumbnails: bool = _setting(True, "FAL_MCP_THUMBNAILS", "`1`", "Inline image thumbnails in results.")
+    thumbnail_max_px: int = _setting(512, "FAL_MCP_THUMBNAIL_MAX_PX", "`512`", "Longest thumbnail side.")
+    thumbnail_max_bytes: int = _setting(100_000, "FAL_MCP_THUMBNAIL_MAX_BYTES", "`100000`", "Largest thumbnail (JPEG).")
     # Files and URLs
-    allowed_dirs: tuple[Path, ...] = ()
-    allow_dotfiles: bool = False
-    max_upload_bytes: int = 1024 * 1024 * 1024
-    max_download_bytes: int = 2 * 1024 * 1024 * 1024
-    allow_private_urls: bool = False
+    allowed_dirs: tuple[Path, ...] = _setting(
+        (),
+        "FAL_MCP_ALLOWED_DIRS",
+        "—",
+        "Extra directories files may be read from / saved to (`:`-separated), besides the client's roots or the "
+        "working directory.",
+    )
+    allow_dotfiles: bool = _setting(
+        False, "FAL_MCP_ALLOW_DOTFILES", "`0`", "Allow dotfiles and dot-directories (`.env`, `.ssh`, …)."
+    )
+    max_upload_bytes: int = _setting(
+        1024**3, "FAL_MCP_MAX_UPLOAD_BYTES", "`1073741824`", "Largest local file or URL download to upload."
+    )
+    max_download_bytes: int = _setting(
+        2 * 1024**3, "FAL_MCP_MAX_DOWNLOAD_BYTES", "`2147483648`", "Largest output file saved into `download_dir`."
+    )
+    allow_private_urls: bool = _setting(
+        False,
+        "FAL_MCP_ALLOW_PRIVATE_URLS",
+        "`0`",
+        "Let `upload_file(url=…)` fetch private, loopback and link-local addresses.",
+    )
     # Saved files (download_dir)
-    file_name_template: str = Field(DEFAULT_TEMPLATE, description="Names of files saved into download_dir.")
-    provenance: bool = Field(True, description="Write endpoint, request id, seed, prompt and time into saved images.")
-    gallery: bool = Field(True, description="Keep an index.html gallery (and fal-gallery.json) in download_dir.")
-    apps: bool = Field(True, description="Offer the in-chat gallery (an MCP App) to hosts that render MCP Apps.")
+    file_name_template: str = _setting(
+        DEFAULT_TEMPLATE,
+        "FAL_MCP_FILE_NAME_TEMPLATE",
+        f"`{DEFAULT_TEMPLATE}`",
+        "Names of files saved into `download_dir` (see [Saved files](#saved-files)); a bad template stops "
+        "start-up with a message.",
+    )
+    provenance: bool = _setting(
+        True,
+        "FAL_MCP_PROVENANCE",
+        "`1`",
+        "Write endpoint, request id, seed, prompt and time into saved PNG/JPEG/WebP images.",
+    )
+    gallery: bool = _setting(
+        True,
+        "FAL_MCP_GALLERY",
+        "`1`",
+        "Keep an `index.html` gallery and its `fal-gallery.json` in each `download_dir`.",
+    )
+    apps: bool = _setting(
+        True,
+        "FAL_MCP_APPS",
+        "`1`",
+        "Offer the in-chat gallery and job monitor ([MCP App](#in-chat-gallery-mcp-apps)) to hosts that render "
+        "MCP Apps; `0` removes it (tool results are the same either way).",
+    )
     # State
-    ledger_path: Path | None = None
-    ledger_keep_days: float = Field(30.0, description="Finished jobs older than this leave the ledger.")
-    ledger_keep_jobs: int = Field(10_000, description="At most this many finished jobs are kept.")
-    cache_dir: Path | None = None
-    ca_file: Path | None = None
+    ledger_path: Path | None = _setting(
+        None,
+        "FAL_MCP_LEDGER",
+        "state dir",
+        "The job ledger file. Default `${CLAUDE_PLUGIN_DATA}/ledger.sqlite3` when `CLAUDE_PLUGIN_DATA` is set, "
+        "else the user state dir (`~/.local/state/fal-mcp/ledger.sqlite3` on Linux).",
+        also=(EnvRow("CLAUDE_PLUGIN_DATA", "—", "Set by Claude Code for plugins; the ledger lives there."),),
+    )
+    ledger_keep_days: float = _setting(
+        30.0,
+        "FAL_MCP_LEDGER_KEEP_DAYS",
+        "`30`",
+        "Finished jobs untouched this long leave the ledger (checked at start-up and every 6 h); unfinished ones "
+        "are kept.",
+    )
+    ledger_keep_jobs: int = _setting(
+        10_000, "FAL_MCP_LEDGER_KEEP_JOBS", "`10000`", "At most this many finished jobs are kept (the newest)."
+    )
+    cache_dir: Path | None = _setting(
+        None, "FAL_MCP_CACHE_DIR", "user cache dir", "Schema/search/price cache (`~/.cache/fal-mcp`)."
+    )
+    disk_cache: bool = _setting(
+        True, "FAL_MCP_NO_DISK_CACHE", "unset", "Set (to anything): keep the cache in memory only."
+    )
+    ca_file: Path | None = _setting(
+        None, "FAL_MCP_CA_FILE", "—", "Extra CA bundle (e.g. the emulator's `ca.pem` in https mode)."
+    )
     # Where fal is
-    hosts: FalHosts = Field(default_factory=FalHosts)
-    local: bool = Field(False, description="Serve against the embedded offline emulator (no key needed).")
+    local: bool = _setting(
+        False,
+        "FAL_MCP_LOCAL",
+        "`0`",
+        "Same as `--local`: serve against the embedded emulator. Its jobs are kept apart in the ledger (under the "
+        "emulator's origin, new in each process): they never show up in, or re-attach from, real fal's view, and "
+        "`jobs_list` says which fal ran each job (`fal`).",
+    )
+    emulator_time_scale: float = _setting(
+        1.0,
+        "FAL_MCP_EMULATOR_TIME_SCALE",
+        "`1`",
+        "With `--local`: multiply the emulator's simulated processing times.",
+    )
+    hosts: FalHosts = _setting(
+        FalHosts(),
+        "FAL_MCP_BASE_URL",
+        "—",
+        "Point every fal role at one origin (an emulator), e.g. `http://127.0.0.1:8790`.",
+        also=(
+            EnvRow(
+                ", ".join(f"FAL_MCP_{role.upper()}_URL" for role in EMULATOR_PREFIXES),
+                "fal's hosts",
+                "Override one role's base URL.",
+            ),
+        ),
+    )
     # HTTP transport: the bearer token clients must send (checked by fal_mcp.server.http.check_exposure).
-    http_token: str | None = Field(None, repr=False)
-    emulator_time_scale: float = 1.0
+    http_token: str | None = _setting(
+        None,
+        "FAL_MCP_HTTP_TOKEN",
+        "—",
+        "Bearer token (≥ 16 printable characters, no spaces) HTTP clients must send; required off loopback.",
+        repr=False,
+    )
+    # Logging is configured before the settings are read (fal_mcp.log reads these two itself).
+    log_level: str = _setting("INFO", LEVEL_ENV, "`INFO`", "Log level; logs go to stderr, never stdout.")
+    log_format: Literal["json", "console"] = _setting("json", FORMAT_ENV, "`json`", "`json` or `console`.")
 
     @property
     def spend_limits(self) -> SpendLimits:
@@ -193,7 +366,18 @@ class Settings(BaseModel):
             "apps": _env_bool(env, "FAL_MCP_APPS", True),
             "local": _env_bool(env, "FAL_MCP_LOCAL", False),
             "emulator_time_scale": _env_float(env, "FAL_MCP_EMULATOR_TIME_SCALE", 1.0, 0.001, 100),
+            "disk_cache": not env.get("FAL_MCP_NO_DISK_CACHE"),  # as default_cache_dir reads it
         }
+        level = env.get(LEVEL_ENV, "").strip().upper()
+        if level:
+            if level not in logging.getLevelNamesMapping():
+                raise ConfigError(f"{LEVEL_ENV} must be DEBUG, INFO, WARNING or ERROR, got {env[LEVEL_ENV]!r}")
+            values["log_level"] = level
+        log_format = env.get(FORMAT_ENV, "").strip().lower()
+        if log_format:
+            if log_format not in ("json", "console"):
+                raise ConfigError(f"{FORMAT_ENV} must be 'json' or 'console', got {env[FORMAT_ENV]!r}")
+            values["log_format"] = log_format
         if env.get("FAL_MCP_OUTPUT_EXPIRATION_SECONDS", "").strip():
             values["output_expiration_seconds"] = _env_int(
                 env, "FAL_MCP_OUTPUT_EXPIRATION_SECONDS", 0, 1, 10 * 365 * 86400
@@ -221,3 +405,78 @@ class Settings(BaseModel):
             raise ConfigError(str(exc)) from None
         values.update(overrides)
         return cls(**values)
+
+
+# --- the README's configuration table ------------------------------------------------------------------------
+
+BEGIN = "<!-- settings:begin (generated by python -m fal_mcp.config --readme) -->"
+END = "<!-- settings:end -->"
+
+# Variables that are not server settings: the key (read by the fal client, never held in Settings) and the
+# standalone emulator's own (fal_mcp/emulator/config.py).
+KEY_ROWS = (
+    EnvRow(
+        "FAL_KEY",
+        "—",
+        "Your fal.ai key. `FAL_KEY_ID` + `FAL_KEY_SECRET` also work. An unexpanded `${FAL_KEY}` is reported as "
+        '"not configured". Without a key `model_search`/`model_schema` still work.',
+    ),
+    EnvRow("FAL_KEY_ID, FAL_KEY_SECRET", "—", "The key in two halves (used when `FAL_KEY` is unset)."),
+)
+EMULATOR_ROWS = (
+    EnvRow("FAL_EMULATOR_TIME_SCALE", "`1`", "`fal-mcp emulator`: processing-time multiplier."),
+    EnvRow(
+        "FAL_EMULATOR_HISTORY_LAG",
+        "—",
+        "`fal-mcp emulator`: request history lists a request only once it has finished, this many (simulated) "
+        "seconds later, as on fal. Unset: listed at once.",
+    ),
+    EnvRow(
+        "FAL_EMULATOR_FAULTS",
+        "—",
+        "`fal-mcp emulator`: fault injection, e.g. `rate=0.2,kinds=429,503,drop,slow,sse_break`.",
+    ),
+    EnvRow(
+        "FAL_EMULATOR_CATALOG_DIR",
+        "—",
+        "Emulator: more directories (`:`-separated) of fal OpenAPI documents to list and serve beside the "
+        "vendored ones.",
+    ),
+)
+
+
+def settings_rows() -> list[EnvRow]:
+    """The rows for Settings' own fields, in field order (fields without a variable are not listed)."""
+    rows = []
+    for field in Settings.model_fields.values():
+        extra = field.json_schema_extra
+        if not isinstance(extra, dict) or "env" not in extra:
+            continue
+        rows.append(EnvRow(str(extra["env"]), str(extra["shown"]), field.description or ""))
+        rows += [EnvRow(*row) for row in extra["also"]]  # type: ignore[misc, union-attr]
+    return rows
+
+
+def settings_variables() -> set[str]:
+    """Every environment variable a Settings field is read from."""
+    return {name.strip() for row in settings_rows() for name in row.names.split(",")} - {"CLAUDE_PLUGIN_DATA"}
+
+
+def render_env_table() -> str:
+    lines = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
+    for row in (*KEY_ROWS, *settings_rows(), *EMULATOR_ROWS):
+        names = ", ".join(f"`{name.strip()}`" for name in row.names.split(","))
+        lines.append(f"| {names} | {row.default} | {' '.join(row.meaning.split()).replace('|', chr(92) + '|')} |")
+    return "\n".join(lines)
+
+
+def write_readme(readme: Path = Path(__file__).resolve().parents[1] / "README.md") -> None:
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    readme.write_text(text[:start] + "\n" + render_env_table() + "\n" + text[end:], encoding="utf-8")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--readme"]:
+        sys.exit("usage: python -m fal_mcp.config --readme  (rewrites README.md's configuration table)")
+    write_readme()

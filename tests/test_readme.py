@@ -29,6 +29,13 @@ async def test_tool_table_matches_list_tools() -> None:
     )
 
 
+def test_configuration_table_is_generated_from_settings() -> None:
+    from fal_mcp import config
+
+    block = README[README.index(config.BEGIN) + len(config.BEGIN) : README.index(config.END)].strip()
+    assert block == config.render_env_table(), "README configuration table drifted: python -m fal_mcp.config --readme"
+
+
 def test_every_environment_variable_is_documented() -> None:
     used = set()
     for path in (ROOT / "fal_mcp").rglob("*.py"):
