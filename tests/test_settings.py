@@ -103,3 +103,26 @@ def test_each_documented_variable_changes_the_settings() -> None:
 def test_a_bad_log_setting_is_a_clear_error(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def test_unset_variables_give_the_fields_defaults() -> None:
+    """from_env's fallbacks and the fields' (documented) defaults are the same values."""
+    assert Settings.from_env({}) == Settings()
+
+
+def test_the_readme_shows_each_fields_real_default() -> None:
+    def shown(value: object) -> str:
+        if isinstance(value, bool):
+            return "1" if value else "0"
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+
+    checked = 0
+    for name, field in Settings.model_fields.items():
+        extra = field.json_schema_extra
+        literal = re.fullmatch(r"`([^`]*)`", str(extra.get("shown"))) if isinstance(extra, dict) else None
+        if literal:
+            assert literal.group(1) == shown(field.default), name
+            checked += 1
+    assert checked >= 20
