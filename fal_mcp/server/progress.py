@@ -13,7 +13,6 @@ heartbeat between two steps moves a tenth of the way to the next step, never rea
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,22 +20,6 @@ from contextlib import asynccontextmanager
 import anyio
 
 Sender = Callable[[float, float | None, str | None], Awaitable[None]]
-
-# "step 7/28", "7 / 28", "Denoising step 7 of 28", tqdm's "| 7/28 [00:01<00:03]"; not dates or paths.
-_STEPS = re.compile(r"(?<![\w./:-])(\d{1,6})\s*(?:/|\bof\b)\s*(\d{1,6})(?![\w./:-])", re.IGNORECASE)
-_PERCENT = re.compile(r"(?<![\w.])(\d{1,3}(?:\.\d+)?)\s?%")
-
-
-def steps_in(text: str) -> tuple[float, float] | None:
-    """(done, total) when a log line says how far the job is, else ``None``."""
-    for match in _STEPS.finditer(text):
-        done, total = int(match.group(1)), int(match.group(2))
-        if total >= 2 and 0 <= done <= total:
-            return float(done), float(total)
-    percent = _PERCENT.search(text)
-    if percent and 0 <= float(percent.group(1)) <= 100:
-        return float(percent.group(1)), 100.0
-    return None
 
 
 class ProgressReporter:

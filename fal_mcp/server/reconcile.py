@@ -10,14 +10,12 @@ Once fal lists the request, the ledger gets its request id and outcome, and ``jo
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import anyio
 
 from fal_mcp.fal import errors as fe
 from fal_mcp.log import get_logger
-from fal_mcp.server.errors import ToolFailure
 
 if TYPE_CHECKING:
     from fal_mcp.fal.client import FalClient
@@ -28,47 +26,6 @@ log = get_logger(__name__)
 
 MAX_LOOKUP_INTERVAL = 60.0  # seconds between history lookups, once they have backed off
 HISTORY_WINDOW = 60.0  # look for the submit from this long before it was recorded (clock skew)
-
-
-def _when(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def unknown_note(sent_at: float, until: float, *, restarted: bool = False) -> str:
-    """What ``jobs_list`` says about a job whose outcome is unknown (stays true whatever happens next)."""
-    what = (
-        f"an earlier fal-mcp process recorded this submit at {_when(sent_at)} and stopped before fal's answer was saved"
-        if restarted
-        else f"the submit sent at {_when(sent_at)} lost its answer"
-    )
-    return (
-        f"outcome unknown: {what}, so fal may or may not have queued "
-        "it; it was not sent again (that could charge twice). This server checks fal's request history "
-        f"(which lists a request once it has finished) until {_when(until)}; if fal lists it, this row gets its "
-        "request_id and outcome."
-    )
-
-
-def outcome_unknown_failure(exc: fe.SubmitOutcomeUnknownError, job_id: str | None, checking: bool) -> ToolFailure:
-    """The error the agent gets: exactly what happened, what was (not) done, and what to check."""
-    if checking:
-        follow_up = (
-            "This server keeps checking fal's request history in the background (fal lists a request only "
-            "after it has finished). Call jobs_list in a minute or two: this job"
-            + (f" ({job_id})" if job_id else "")
-            + " shows its request_id and outcome (COMPLETED, FAILED) as soon as fal lists it, or stays UNKNOWN. "
-        )
-    else:
-        follow_up = "Look the request up in fal's dashboard (request history for this model) before submitting again. "
-    return ToolFailure(
-        f"{exc.message} {follow_up}Do not submit the same input again until then: if fal did queue it, a second "
-        "submit is charged a second time (fal_subscribe refuses an identical input meanwhile unless fresh=true).",
-        kind="submit_outcome_unknown",
-        endpoint_id=exc.endpoint_id,
-        job_id=job_id,
-        input_digest=exc.input_digest,
-        next_step="Call jobs_list later to see this job's outcome; do not resubmit the same input blindly.",
-    )
 
 
 async def settle(

@@ -200,6 +200,7 @@ async def _ask(
     Never raises: anything unusual returns :data:`NOT_ASKED`, and the tool body (which re-checks
     everything) refuses with a token or the error.
     """
+    from fal_mcp.job_service import parse_endpoint
     from fal_mcp.server import jobs
 
     try:
@@ -208,7 +209,7 @@ async def _ask(
         if confirm_token or not limits.any or not _can_elicit(ctx) or not isinstance(data, list):
             return NOT_ASKED
         call = await jobs.Call.start(ctx, "spend_check")
-        endpoint = jobs.parse_endpoint(endpoint_id)
+        endpoint = parse_endpoint(endpoint_id)
         plan = await plan_paid(call, endpoint, data, roots=await state.roots(ctx))
         if not fresh:
             reusable = await call.ledger.find_reusable(endpoint, plan.quote.digest, state.settings.reuse_window_seconds)

@@ -21,6 +21,7 @@ from fal_mcp.config import Settings, default_cache_dir
 from fal_mcp.fal._http import tls_verify
 from fal_mcp.fal.auth import FalCredentials, credentials_from_key
 from fal_mcp.fal.hosts import FalHosts
+from fal_mcp.job_service import SubmitLocks
 from fal_mcp.log import get_logger
 from fal_mcp.spend import ConfirmationTokens
 
@@ -76,7 +77,7 @@ class ServerState:
         self.started_at = time.time()
         self.background: TaskGroup | None = None  # set by the lifespan; runs reconciliation
         self._reconciled: set[str] = set()
-        self._submit_locks: weakref.WeakValueDictionary[tuple[str, ...], anyio.Lock] = weakref.WeakValueDictionary()
+        self.submit_locks = SubmitLocks()  # identical calls in this process pay once
         # Thumbnails decode whole images: a few at a time keeps 200 finishing jobs from spiking memory.
         self.thumbnail_slots = anyio.Semaphore(2)
         # Connections whose client declared roots but did not answer roots/list: not asked again until then.
@@ -156,13 +157,6 @@ class ServerState:
             self._fetch_client = guarded_client(policy, verify=tls_verify(self.settings.ca_file))
         return self._fetch_client, policy
 
-    def submission_lock(self, *key: str) -> anyio.Lock:
-        """One lock per (owner, endpoint, input): identical calls racing each other pay once, not twice."""
-        lock = self._submit_locks.get(key)
-        if lock is None:
-            lock = self._submit_locks[key] = anyio.Lock()
-        return lock
-
     # -- reconciliation --------------------------------------------------------------------------
     def _start_reconciliation(self, fal: FalClient, owner: str) -> None:
         """Once per owner, settle submits an earlier process sent but never heard back about."""
@@ -188,6 +182,7 @@ class ServerState:
         nothing). Only intents from before this process started: this process's own are still in flight.
         """
         from fal_mcp.fal.errors import FalError, SubmitOutcomeUnknownError
+        from fal_mcp.job_service import unknown_note
         from fal_mcp.server import reconcile
 
         ledger = await self.ledger_for(owner)
@@ -213,7 +208,7 @@ class ServerState:
                 await reconcile.record_outcome(fal, ledger, intent.endpoint_id, handle.request_id)
                 continue
             until = intent.created_at + self.settings.reconcile_window_seconds
-            note = reconcile.unknown_note(intent.created_at, until, restarted=True)
+            note = unknown_note(intent.created_at, until, restarted=True)
             await ledger.mark_intent_unknown(intent.job_id, note)
         await self._resume_settling(fal, ledger)  # these, and an earlier process's UNKNOWN jobs
         return settled

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from mcp import Client
 
+from fal_mcp.job_service import steps_in
 from fal_mcp.server.app import FalMCPServer
-from fal_mcp.server.progress import ProgressReporter, steps_in
+from fal_mcp.server.progress import ProgressReporter
 from tests.server.helpers import Progress, call, structured
 
 pytestmark = pytest.mark.anyio

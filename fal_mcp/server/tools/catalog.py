@@ -9,8 +9,8 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from fal_mcp.job_service import parse_endpoint
 from fal_mcp.server.errors import tool_errors
-from fal_mcp.server.jobs import parse_endpoint
 from fal_mcp.server.outputs import FieldSummary, ModelHit, ModelSchemaOutput, ModelSearchOutput
 from fal_mcp.server.state import ServerState
 

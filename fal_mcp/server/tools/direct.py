@@ -12,7 +12,8 @@ from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
 from fal_mcp.fal import errors as fe
-from fal_mcp.server import jobs, results
+from fal_mcp.job_service import parse_endpoint
+from fal_mcp.server import results
 from fal_mcp.server.errors import ToolFailure, tool_errors
 from fal_mcp.server.jobs import Call
 from fal_mcp.server.outputs import JobOutput, RealtimeOutput, StreamOutput
@@ -75,15 +76,14 @@ async def fal_run(
 ) -> Annotated[CallToolResult, JobOutput]:
     """Run a fast model in one call (no queue). For anything slow use fal_subscribe.
     Costs money: bills the user's fal account (may ask approval)."""
-    endpoint = jobs.parse_endpoint(endpoint_id)
+    endpoint = parse_endpoint(endpoint_id)
     call = await Call.start(ctx, "fal_run")
     plan = await plan_paid(call, endpoint, [input], roots=await call.state.roots(ctx))
     await pay_ready(call, plan, approval, confirm_token)
     prepared = plan.inputs[0]
     await call.reporter.report(f"running {endpoint}")
     async with call.reporter.heartbeat():
-        run = await jobs.record_run(
-            call,
+        run = await call.jobs.run(
             endpoint,
             prepared.data,
             lambda: call.fal.runs.run(endpoint, prepared.data, **call.state.settings.privacy_options()),
@@ -111,7 +111,7 @@ async def fal_stream(
 ) -> Annotated[CallToolResult, StreamOutput]:
     """Run a streaming model (e.g. an LLM): partial outputs arrive as progress messages; returns the final one.
     Costs money: bills the user's fal account (may ask approval)."""
-    endpoint = jobs.parse_endpoint(endpoint_id)
+    endpoint = parse_endpoint(endpoint_id)
     call = await Call.start(ctx, "fal_stream")
     plan = await plan_paid(call, endpoint, [input], roots=await call.state.roots(ctx))
     await pay_ready(call, plan, approval, confirm_token)
@@ -119,7 +119,7 @@ async def fal_stream(
     last: Any = None
     count = 0
     cost = prepared.cost_estimate_usd
-    async with call.reporter.heartbeat(), jobs.recorded_direct(call, endpoint, prepared.data, cost):
+    async with call.reporter.heartbeat(), call.jobs.direct(endpoint, prepared.data, cost):
         with _no_such_mode(endpoint, "streaming"):
             privacy = call.state.settings.privacy_options()
             async for event in call.fal.runs.stream(endpoint, prepared.data, **privacy):
@@ -151,7 +151,7 @@ async def fal_realtime(
 ) -> RealtimeOutput:
     """Send several inputs over one realtime WebSocket connection (e.g. fal-ai/fast-lcm-diffusion); outputs in order.
     Costs money: bills the user's fal account (may ask approval)."""
-    endpoint = jobs.parse_endpoint(endpoint_id)
+    endpoint = parse_endpoint(endpoint_id)
     if len(inputs) > MAX_REALTIME_INPUTS:
         raise ToolFailure(f"at most {MAX_REALTIME_INPUTS} inputs per call, got {len(inputs)}", kind="invalid_argument")
     call = await Call.start(ctx, "fal_realtime")
@@ -165,7 +165,7 @@ async def fal_realtime(
         await call.reporter.report(f"output {done}/{len(prepared)}", steps=(done, len(prepared)))
 
     cost = plan.quote.usd
-    async with call.reporter.heartbeat(), jobs.recorded_direct(call, endpoint, [p.data for p in prepared], cost):
+    async with call.reporter.heartbeat(), call.jobs.direct(endpoint, [p.data for p in prepared], cost):
         with _no_such_mode(endpoint, "realtime"):
             outputs = await call.fal.realtime.run_many(endpoint, [p.data for p in prepared], on_output=received)
     files = [f for out in outputs for f in results.find_files(out)]

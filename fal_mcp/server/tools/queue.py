@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import time
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -12,6 +11,7 @@ from pydantic import Field
 
 from fal_mcp.fal import errors as fe
 from fal_mcp.fal._http import check_header_value
+from fal_mcp.job_service import next_step_for, parse_endpoint
 from fal_mcp.naming import NameTemplate
 from fal_mcp.server import jobs, results
 from fal_mcp.server.errors import ToolFailure, tool_errors
@@ -21,7 +21,6 @@ from fal_mcp.server.saving import name_template
 from fal_mcp.server.spending import (
     ConfirmToken,
     OneApproval,
-    PaidPlan,
     SubscribeApproval,
     pay_ready,
     plan_paid,
@@ -70,7 +69,7 @@ async def _finish_or_report(
     job_input: dict[str, Any] | None = None,
     spend: str | None = None,
 ) -> CallToolResult:
-    outcome = await jobs.wait(call, endpoint_id, request_id, wait_seconds)
+    outcome = await call.jobs.wait(endpoint_id, request_id, wait_seconds)
     if not outcome.done:
         job = JobOutput(
             status=outcome.status,
@@ -82,10 +81,10 @@ async def _finish_or_report(
             cost_estimate_usd=cost,
             reattached=reattached,
             spend=spend,
-            next_step=jobs.next_step_for(request_id),
+            next_step=next_step_for(request_id),
         )
         return results.pending_result(job)
-    output = await jobs.fetch_result(call, endpoint_id, request_id)
+    output = await call.jobs.result(endpoint_id, request_id)
     job = JobOutput(
         status="COMPLETED",
         endpoint_id=endpoint_id,
@@ -122,7 +121,7 @@ async def fal_subscribe(
     """Run a model: submit, stream progress, wait up to wait_seconds. If not done by then, returns the
     request_id (the job keeps running; call queue_result). Local file paths in file fields are uploaded.
     Costs money: bills the user's fal account (may ask approval)."""
-    endpoint = jobs.parse_endpoint(endpoint_id)
+    endpoint = parse_endpoint(endpoint_id)
     check_header_value("hint", hint)  # before any upload, ledger entry or submit
     call = await Call.start(ctx, "fal_subscribe")
     template = name_template(file_name_template, call.state.settings.file_name_template)
@@ -132,7 +131,18 @@ async def fal_subscribe(
     prepared = plan.inputs[0]
     privacy = call.state.settings.privacy_options(expiration_seconds, store_payload)
     options = {"priority": priority, "hint": hint, "start_timeout": start_timeout, **privacy}
-    pay = functools.partial(_reuse_or_submit, call, endpoint, plan, approval=approval, confirm_token=confirm_token)
+
+    async def authorize() -> dict[str, Any]:  # the spend gate, then uploads: the input to send
+        await pay_ready(call, plan, approval, confirm_token)
+        return prepared.data
+
+    pay = functools.partial(
+        call.jobs.reuse_or_submit,
+        endpoint,
+        digest=prepared.digest,
+        cost_estimate_usd=prepared.cost_estimate_usd,
+        authorize=authorize,
+    )
     request_id, reattached = await pay(fresh=fresh, **options)
     finish = functools.partial(
         _finish_or_report,
@@ -154,56 +164,6 @@ async def fal_subscribe(
     return await finish(request_id, cost=prepared.cost_estimate_usd, spend=spend_note(call, plan))
 
 
-async def _reuse_or_submit(
-    call: Call, endpoint: str, plan: PaidPlan, *, approval: Any, confirm_token: str | None, fresh: bool, **options: Any
-) -> tuple[str, bool]:
-    """(request_id, reattached): an identical running or recent job of this user, else a new submission.
-
-    Identical calls racing each other queue on one lock, and on a lease in the ledger when they come from
-    different processes sharing it, so the second re-attaches to the first's job. A new submission
-    passes the spend gate first (limits, budgets, approval), then uploads local files.
-    """
-    prepared = plan.inputs[0]
-    async with (
-        call.state.submission_lock(call.owner, endpoint, prepared.digest),
-        jobs.submit_lease(call, endpoint, prepared.digest),
-    ):
-        if not fresh:
-            window = call.state.settings.reuse_window_seconds
-            earlier = await call.ledger.find_reusable(endpoint, prepared.digest, window)
-            if earlier is not None and earlier.request_id:
-                await call.reporter.report(f"re-attaching to identical job {earlier.request_id} (no new charge)")
-                return earlier.request_id, True
-        if not fresh:
-            await _refuse_while_unknown(call, endpoint, prepared.digest)
-        await pay_ready(call, plan, approval, confirm_token)
-        handle = await jobs.submit(
-            call,
-            endpoint,
-            prepared.data,
-            cost_estimate_usd=prepared.cost_estimate_usd,
-            digest=prepared.digest,
-            **options,
-        )
-        return handle.request_id, False
-
-
-async def _refuse_while_unknown(call: Call, endpoint: str, digest: str) -> None:
-    """An identical submit whose outcome is still unknown may have been queued: a second one could pay twice."""
-    window = call.state.settings.reconcile_window_seconds
-    for job in await call.ledger.list(status="UNKNOWN", endpoint_id=endpoint, limit=50):
-        if job.input_digest == digest and job.request_id is None and job.created_at >= time.time() - window:
-            raise ToolFailure(
-                f"refused: an identical call to {endpoint} at {job.created} lost fal's answer and its outcome is "
-                "still unknown (fal may have queued and charged it). Nothing was submitted now. Call jobs_list to "
-                f"see whether job {job.job_id} has turned up; pass fresh=true only to pay for a second run anyway.",
-                kind="submit_outcome_unknown",
-                endpoint_id=endpoint,
-                job_id=job.job_id,
-                next_step="Call jobs_list to see that job's outcome; fresh=true pays for a new run regardless.",
-            )
-
-
 @tool_errors
 async def queue_submit(
     ctx: Context,
@@ -220,7 +180,7 @@ async def queue_submit(
 ) -> SubmitOutput:
     """Queue a job and return its request_id at once (no waiting). Follow with queue_status/queue_result.
     Costs money: bills the user's fal account (may ask approval)."""
-    endpoint = jobs.parse_endpoint(endpoint_id)
+    endpoint = parse_endpoint(endpoint_id)
     check_header_value("hint", hint)  # before any upload, ledger entry or submit
     if webhook_url is not None and not webhook_url.lower().startswith(("https://", "http://")):
         raise ToolFailure("webhook_url must be an http(s) URL that fal can reach", kind="invalid_argument")
@@ -228,8 +188,7 @@ async def queue_submit(
     plan = await plan_paid(call, endpoint, [input], roots=await call.state.roots(ctx))
     await pay_ready(call, plan, approval, confirm_token)
     prepared = plan.inputs[0]
-    handle = await jobs.submit(
-        call,
+    handle = await call.jobs.submit(
         endpoint,
         prepared.data,
         cost_estimate_usd=prepared.cost_estimate_usd,
@@ -260,14 +219,9 @@ async def queue_status(
 ) -> StatusOutput:
     """A queued job's status now: IN_QUEUE (with position), IN_PROGRESS or COMPLETED."""
     call = await Call.start(ctx, "queue_status")
-    request_id, endpoint = await jobs.resolve_endpoint(call, request_id, endpoint_id)
-    status = await call.fal.queue.status(endpoint, request_id, logs=logs)
+    request_id, endpoint = await call.jobs.resolve_endpoint(request_id, endpoint_id)
+    status = await call.jobs.status(endpoint, request_id, logs=logs)
     failed = status.status == "COMPLETED" and status.error
-    if status.status != "COMPLETED":
-        await jobs.recorded(
-            call.ledger.update_status(request_id, status.status, queue_position=status.queue_position),
-            request_id=request_id,
-        )
     metrics = status.metrics or {}
     return StatusOutput(
         request_id=request_id,
@@ -293,7 +247,7 @@ async def queue_result(
     """Wait (bounded, with progress) for a queued job and return its output, or its status if still running."""
     call = await Call.start(ctx, "queue_result")
     template = name_template(file_name_template, call.state.settings.file_name_template)
-    request_id, endpoint = await jobs.resolve_endpoint(call, request_id, endpoint_id)
+    request_id, endpoint = await call.jobs.resolve_endpoint(request_id, endpoint_id)
     return await _finish_or_report(
         call,
         endpoint,
@@ -308,15 +262,10 @@ async def queue_result(
 async def queue_cancel(ctx: Context, request_id: RequestIdArg, endpoint_id: OptionalEndpoint = None) -> CancelOutput:
     """Cancel a queued or running job. A job already running may still finish (and be billed)."""
     call = await Call.start(ctx, "queue_cancel")
-    request_id, endpoint = await jobs.resolve_endpoint(call, request_id, endpoint_id)
-    outcome = await call.fal.queue.cancel(endpoint, request_id)
-    value = getattr(outcome, "value", outcome)
+    request_id, endpoint = await call.jobs.resolve_endpoint(request_id, endpoint_id)
+    value = await call.jobs.cancel(endpoint, request_id, why="cancelled by queue_cancel")
     if value == "CANCELLATION_REQUESTED":
         message = "Cancellation requested: a queued job is removed; a running one is stopped if the model allows."
-        await jobs.recorded(
-            call.ledger.update_status(request_id, "CANCELLED", error="cancelled by queue_cancel"),
-            request_id=request_id,
-        )
     else:
         message = "The job had already completed; nothing was cancelled. Use queue_result to get its output."
     return CancelOutput(request_id=request_id, endpoint_id=endpoint, outcome=value, message=message)

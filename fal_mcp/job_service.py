@@ -1,0 +1,512 @@
+"""The paid job, end to end, with no MCP in it: this is the file that decides when money is spent.
+
+A :class:`JobService` is one caller's jobs: their fal client, their view of the ledger, the settings
+and a progress sink. Every paid request goes through it — :meth:`JobService.reuse_or_submit` and
+:meth:`JobService.submit` (queue), :meth:`JobService.run` (direct run), :meth:`JobService.direct`
+(stream, realtime) — and none is sent before the caller's ``authorize`` step (the spend gate: limits,
+budgets, approval, then uploads) has passed. The rules it keeps:
+
+* the intent is on the ledger before the request leaves, fal's request id right after;
+* identical calls pay once: one lock per (owner, endpoint, input) in this process, a lease in the
+  ledger across processes, and re-attaching to an identical running or recent job;
+* a submit whose answer was lost is never sent again: it is ``UNKNOWN`` and settled from fal's history;
+* a waiting call the client cancels cancels the fal job too (unless configured to keep it).
+
+The MCP tools (``fal_mcp.server.tools``) only parse arguments, call this and shape the result.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+
+from fal_mcp.failures import ToolFailure
+from fal_mcp.fal import errors as fe
+from fal_mcp.fal.endpoint import EndpointId, check_request_id
+from fal_mcp.log import get_logger
+
+if TYPE_CHECKING:
+    from fal_mcp.config import Settings
+    from fal_mcp.fal.client import FalClient
+    from fal_mcp.fal.models import RunResult
+    from fal_mcp.ledger import OwnedLedger
+
+log = get_logger(__name__)
+
+
+class Progress(Protocol):
+    """Where a job's progress goes (the MCP face sends it as progress notifications)."""
+
+    @property
+    def steps(self) -> tuple[float, float] | None: ...
+
+    async def report(self, message: str, *, steps: tuple[float, float] | None = None) -> None: ...
+
+    def heartbeat(self) -> AbstractAsyncContextManager[None]: ...
+
+
+# Look a lost submit up in fal's history later: (job_id, endpoint_id, input digest, sent at).
+SettleLater = Callable[[str, str, str, float], None]
+
+
+class SubmitLocks:
+    """One lock per (owner, endpoint, input) in this process: identical calls racing each other pay once."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[tuple[str, ...], anyio.Lock] = weakref.WeakValueDictionary()
+
+    def lock(self, *key: str) -> anyio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = anyio.Lock()
+        return lock
+
+
+@dataclass
+class WaitOutcome:
+    """Where a bounded wait ended: ``completed`` is set when fal reported the job finished."""
+
+    status: str = "IN_QUEUE"
+    queue_position: int | None = None
+    logs: list[str] = field(default_factory=list)
+    completed: Any = None  # fal_mcp.fal.models.Completed
+    events: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.completed is not None
+
+
+# "step 7/28", "7 / 28", "Denoising step 7 of 28", tqdm's "| 7/28 [00:01<00:03]"; not dates or paths.
+_STEPS = re.compile(r"(?<![\w./:-])(\d{1,6})\s*(?:/|\bof\b)\s*(\d{1,6})(?![\w./:-])", re.IGNORECASE)
+_PERCENT = re.compile(r"(?<![\w.])(\d{1,3}(?:\.\d+)?)\s?%")
+
+
+def steps_in(text: str) -> tuple[float, float] | None:
+    """(done, total) when a log line says how far the job is, else ``None``."""
+    for match in _STEPS.finditer(text):
+        done, total = int(match.group(1)), int(match.group(2))
+        if total >= 2 and 0 <= done <= total:
+            return float(done), float(total)
+    percent = _PERCENT.search(text)
+    if percent and 0 <= float(percent.group(1)) <= 100:
+        return float(percent.group(1)), 100.0
+    return None
+
+
+def parse_endpoint(endpoint_id: str) -> str:
+    return str(EndpointId.parse(endpoint_id))
+
+
+def next_step_for(request_id: str) -> str:
+    return (
+        f"The job is still running on fal and nothing is lost. Call queue_result(request_id='{request_id}') "
+        "to keep waiting (or queue_status to check, queue_cancel to stop it)."
+    )
+
+
+async def recorded(write: Awaitable[Any], **ids: Any) -> None:
+    """A ledger write about a job fal already has: best effort, shielded, never in the way of its result.
+
+    A ledger locked by another process past its busy timeout is logged with the ids; the row catches up
+    on the next status it records (or start-up reconciliation settles it).
+    """
+    from fal_mcp.ledger import LedgerError
+
+    with anyio.CancelScope(shield=True):
+        try:
+            await write
+        except LedgerError as exc:
+            log.error("ledger.write_failed", error=str(exc), **ids)
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def unknown_note(sent_at: float, until: float, *, restarted: bool = False) -> str:
+    """What ``jobs_list`` says about a job whose outcome is unknown (stays true whatever happens next)."""
+    what = (
+        f"an earlier fal-mcp process recorded this submit at {_when(sent_at)} and stopped before fal's answer was saved"
+        if restarted
+        else f"the submit sent at {_when(sent_at)} lost its answer"
+    )
+    return (
+        f"outcome unknown: {what}, so fal may or may not have queued "
+        "it; it was not sent again (that could charge twice). This server checks fal's request history "
+        f"(which lists a request once it has finished) until {_when(until)}; if fal lists it, this row gets its "
+        "request_id and outcome."
+    )
+
+
+def outcome_unknown_failure(exc: fe.SubmitOutcomeUnknownError, job_id: str | None, checking: bool) -> ToolFailure:
+    """The error the agent gets: exactly what happened, what was (not) done, and what to check."""
+    if checking:
+        follow_up = (
+            "This server keeps checking fal's request history in the background (fal lists a request only "
+            "after it has finished). Call jobs_list in a minute or two: this job"
+            + (f" ({job_id})" if job_id else "")
+            + " shows its request_id and outcome (COMPLETED, FAILED) as soon as fal lists it, or stays UNKNOWN. "
+        )
+    else:
+        follow_up = "Look the request up in fal's dashboard (request history for this model) before submitting again. "
+    return ToolFailure(
+        f"{exc.message} {follow_up}Do not submit the same input again until then: if fal did queue it, a second "
+        "submit is charged a second time (fal_subscribe refuses an identical input meanwhile unless fresh=true).",
+        kind="submit_outcome_unknown",
+        endpoint_id=exc.endpoint_id,
+        job_id=job_id,
+        input_digest=exc.input_digest,
+        next_step="Call jobs_list later to see this job's outcome; do not resubmit the same input blindly.",
+    )
+
+
+@dataclass
+class JobService:
+    """One caller's paid jobs: submit (once), wait, result, status, cancel — recorded on their ledger."""
+
+    fal: FalClient
+    ledger: OwnedLedger
+    settings: Settings
+    progress: Progress
+    tool: str
+    locks: SubmitLocks
+    settle_later: SettleLater | None = None
+
+    # -- which job ------------------------------------------------------------------------------
+    async def resolve_endpoint(self, request_id: str, endpoint_id: str | None) -> tuple[str, str]:
+        """(request_id, endpoint_id): the endpoint may be omitted when the job is in this caller's ledger."""
+        request_id = check_request_id(request_id)
+        if endpoint_id:
+            return request_id, parse_endpoint(endpoint_id)
+        record = await self.ledger.get(request_id)
+        if record is None:
+            raise ToolFailure(
+                f"request {request_id} is not in this server's job ledger, so its endpoint is unknown: "
+                "pass endpoint_id too (the model id it was submitted to, e.g. 'fal-ai/flux/dev')",
+                kind="invalid_argument",
+            )
+        return request_id, record.endpoint_id
+
+    # -- paying ---------------------------------------------------------------------------------
+    async def reuse_or_submit(
+        self,
+        endpoint_id: str,
+        *,
+        digest: str,
+        cost_estimate_usd: float | None,
+        authorize: Callable[[], Awaitable[dict[str, Any]]],
+        fresh: bool,
+        **options: Any,
+    ) -> tuple[str, bool]:
+        """(request_id, reattached): an identical running or recent job of this caller, else a new submission.
+
+        Identical calls racing each other queue on one lock, and on a lease in the ledger when they come from
+        different processes sharing it, so the second re-attaches to the first's job. A new submission
+        passes ``authorize`` first (the spend gate: limits, budgets, approval; then uploads), which gives
+        the input to send.
+        """
+        async with self.locks.lock(self.ledger.owner, endpoint_id, digest), self.submit_lease(endpoint_id, digest):
+            if not fresh:
+                window = self.settings.reuse_window_seconds
+                earlier = await self.ledger.find_reusable(endpoint_id, digest, window)
+                if earlier is not None and earlier.request_id:
+                    await self.progress.report(f"re-attaching to identical job {earlier.request_id} (no new charge)")
+                    return earlier.request_id, True
+                await self._refuse_while_unknown(endpoint_id, digest)
+            data = await authorize()
+            handle = await self.submit(endpoint_id, data, cost_estimate_usd=cost_estimate_usd, digest=digest, **options)
+            return handle.request_id, False
+
+    async def _refuse_while_unknown(self, endpoint_id: str, digest: str) -> None:
+        """An identical submit whose outcome is still unknown may have been queued: a second one could pay twice."""
+        window = self.settings.reconcile_window_seconds
+        for job in await self.ledger.list(status="UNKNOWN", endpoint_id=endpoint_id, limit=50):
+            if job.input_digest == digest and job.request_id is None and job.created_at >= time.time() - window:
+                raise ToolFailure(
+                    f"refused: an identical call to {endpoint_id} at {job.created} lost fal's answer and its outcome "
+                    "is still unknown (fal may have queued and charged it). Nothing was submitted now. Call jobs_list "
+                    f"to see whether job {job.job_id} has turned up; pass fresh=true only to pay for a second run "
+                    "anyway.",
+                    kind="submit_outcome_unknown",
+                    endpoint_id=endpoint_id,
+                    job_id=job.job_id,
+                    next_step="Call jobs_list to see that job's outcome; fresh=true pays for a new run regardless.",
+                )
+
+    @asynccontextmanager
+    async def submit_lease(self, endpoint_id: str, digest: str) -> AsyncIterator[None]:
+        """Across processes sharing the ledger, one identical submit at a time (see ``Ledger.submit_lease``).
+
+        A lease taken over from a holder that stopped renewing it leaves that holder's unanswered intent for
+        this request ``UNKNOWN``: it may have reached fal, so it is never treated as "nothing to re-attach to".
+        """
+
+        from fal_mcp.ledger import LeaseBusyError
+
+        async def waiting() -> None:
+            await self.progress.report("an identical call from another fal-mcp process is submitting; waiting for it")
+
+        try:
+            async with self.ledger.submit_lease(endpoint_id, digest, on_wait=waiting) as lease:
+                if lease.took_over:
+                    abandoned = await self.ledger.abandon_intents(
+                        endpoint_id,
+                        digest,
+                        "the fal-mcp process submitting it stopped before recording fal's answer; it may have been "
+                        "queued",
+                    )
+                    log.warning("ledger.lease_taken_over", endpoint_id=endpoint_id, abandoned_intents=abandoned)
+                yield
+        except LeaseBusyError as exc:
+            raise ToolFailure(
+                f"{exc}; nothing was submitted by this call (jobs_list shows that job)",
+                kind="busy",
+            ) from None
+
+    async def submit(
+        self,
+        endpoint_id: str,
+        data: dict[str, Any],
+        *,
+        cost_estimate_usd: float | None = None,
+        digest: str | None = None,
+        **options: Any,
+    ) -> Any:
+        """Submit through the ledger: the intent is on disk before the request leaves, the id right after."""
+        ledger = self.ledger
+        intent = await ledger.record_intent(
+            endpoint_id,
+            data,
+            self.tool,
+            cost_estimate_usd=cost_estimate_usd,
+            digest=digest,
+            webhook_url=options.get("webhook_url"),
+        )
+        await self.progress.report(f"submitting to {endpoint_id}")
+        try:
+            with anyio.CancelScope(shield=True):  # a submit that left must get its id recorded
+                handle = await self.fal.queue.submit(endpoint_id, data, **options)
+        except fe.SubmitOutcomeUnknownError as exc:
+            raise await self._outcome_unknown(endpoint_id, intent, exc) from exc
+        except Exception as exc:
+            await recorded(ledger.mark_intent_failed(intent, getattr(exc, "message", str(exc))), intent=intent)
+            raise
+        if intent is not None:  # fal has the job: never lose its id to a busy ledger
+            position = getattr(handle, "queue_position", None)
+            await recorded(
+                ledger.attach_request_id(intent, handle.request_id, status="IN_QUEUE", queue_position=position),
+                request_id=handle.request_id,
+                intent=intent,
+            )
+        log.info("job.submitted", tool=self.tool, endpoint_id=endpoint_id, request_id=handle.request_id)
+        return handle
+
+    async def _outcome_unknown(
+        self, endpoint_id: str, intent: str | None, exc: fe.SubmitOutcomeUnknownError
+    ) -> ToolFailure:
+        """Record the job as UNKNOWN, keep looking for it in the background, and tell the agent exactly that."""
+        checking = intent is not None and self.settle_later is not None
+        if intent is not None and self.settle_later is not None:
+            until = exc.sent_at + self.settings.reconcile_window_seconds
+            with anyio.CancelScope(shield=True):
+                await self.ledger.mark_intent_unknown(intent, unknown_note(exc.sent_at, until))
+            self.settle_later(intent, endpoint_id, exc.input_digest, exc.sent_at)
+        log.warning("job.submit_outcome_unknown", tool=self.tool, endpoint_id=endpoint_id, job_id=intent)
+        return outcome_unknown_failure(exc, intent, checking)
+
+    async def run(
+        self,
+        endpoint_id: str,
+        data: dict[str, Any],
+        run: Callable[[], Awaitable[RunResult]],
+        cost_estimate_usd: float | None = None,
+    ) -> RunResult:
+        """A direct run is a paid job too: record it so jobs_list shows it (no resume: fal can't resume runs)."""
+        from fal_mcp.fal.queue import may_have_reached_fal
+        from fal_mcp.ledger import extract_result_urls
+
+        ledger = self.ledger
+        intent = await ledger.record_intent(endpoint_id, data, self.tool, cost_estimate_usd=cost_estimate_usd)
+        try:
+            result = await run()
+        except BaseException as exc:
+            maybe_ran = isinstance(exc, fe.FalError) and may_have_reached_fal(exc)
+            reason = getattr(exc, "message", None) or type(exc).__name__
+            mark = ledger.mark_intent_unknown if maybe_ran else ledger.mark_intent_failed
+            await recorded(mark(intent, reason), intent=intent)
+            if maybe_ran:
+                raise ToolFailure(
+                    f"{endpoint_id} was sent but its answer was lost ({reason}): fal may have run it, and charged "
+                    "for it. It was not sent again. A direct run cannot be looked up or resumed, so check fal's "
+                    "dashboard (request history) before running the same input again; for slow models use "
+                    "fal_subscribe, whose jobs survive a lost answer.",
+                    kind="submit_outcome_unknown",
+                    endpoint_id=endpoint_id,
+                    job_id=intent,
+                    next_step="Check fal's request history before running the same input again.",
+                ) from exc
+            raise
+        if intent is not None and result.request_id:
+            await recorded(ledger.attach_request_id(intent, result.request_id, status="COMPLETED"), intent=intent)
+            await recorded(
+                ledger.update_status(result.request_id, "COMPLETED", result_urls=extract_result_urls(result.data)),
+                request_id=result.request_id,
+            )
+        return result
+
+    @asynccontextmanager
+    async def direct(self, endpoint_id: str, data: Any, cost_estimate_usd: float | None) -> AsyncIterator[None]:
+        """A stream or realtime call fal gives no request id for: on the ledger (jobs_list, budgets) all the same."""
+        ledger = self.ledger
+        intent = await ledger.record_intent(endpoint_id, data, self.tool, cost_estimate_usd=cost_estimate_usd)
+        try:
+            yield
+        except BaseException as exc:
+            reason = getattr(exc, "message", None) or type(exc).__name__
+            await recorded(ledger.finish_direct(intent, failed=reason), intent=intent)
+            raise
+        await recorded(ledger.finish_direct(intent), intent=intent)
+
+    # -- following a job ------------------------------------------------------------------------
+    async def wait(self, endpoint_id: str, request_id: str, wait_seconds: float) -> WaitOutcome:
+        """Follow fal's status stream for at most ``wait_seconds``, reporting progress; cancel on client cancel."""
+        outcome = WaitOutcome()
+        last_recorded = ""
+        try:
+            async with self.progress.heartbeat():
+                with anyio.move_on_after(wait_seconds):
+                    async with aclosing(self.fal.queue.wait(endpoint_id, request_id, logs=True)) as events:  # type: ignore[type-var]
+                        async for event in events:
+                            outcome.events += 1
+                            steps = _event_steps(event, self.progress)
+                            message = _event_message(event, outcome)
+                            if message:
+                                await self.progress.report(message, steps=steps)
+                            if outcome.status != last_recorded and not outcome.done:
+                                last_recorded = outcome.status
+                                await recorded(
+                                    self.ledger.update_status(
+                                        request_id, outcome.status, queue_position=outcome.queue_position
+                                    ),
+                                    request_id=request_id,
+                                )
+                            if outcome.done:
+                                break
+            if outcome.events == 0:  # the wait was too short for even the first event: ask once
+                await self._snapshot_status(endpoint_id, request_id, outcome)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._on_client_cancel(endpoint_id, request_id)
+            raise
+        except fe.FalError as exc:
+            if exc.request_id is None:
+                exc.request_id = request_id
+            raise
+        return outcome
+
+    async def _snapshot_status(self, endpoint_id: str, request_id: str, outcome: WaitOutcome) -> None:
+        from fal_mcp.fal.models import Completed
+
+        status = await self.fal.queue.status(endpoint_id, request_id, logs=True)
+        logs = [entry.message for entry in status.logs or []]
+        if status.status == "COMPLETED":
+            outcome.completed = Completed(
+                request_id=request_id, logs=(), metrics=status.metrics, error=status.error, error_type=status.error_type
+            )
+        outcome.status, outcome.queue_position, outcome.logs = status.status, status.queue_position, logs
+
+    async def _on_client_cancel(self, endpoint_id: str, request_id: str) -> None:
+        keep = self.settings.on_client_cancel == "keep"
+        log.info("job.client_cancelled", request_id=request_id, endpoint_id=endpoint_id, keep_running=keep)
+        if keep:
+            return
+        try:
+            with anyio.fail_after(10):
+                await self.fal.queue.cancel(endpoint_id, request_id)
+            await self.ledger.update_status(request_id, "CANCELLED", error="cancelled because the client cancelled")
+        except Exception as exc:  # best effort: the ledger still knows the job
+            log.warning("job.cancel_failed", request_id=request_id, error=getattr(exc, "message", str(exc)))
+
+    async def result(self, endpoint_id: str, request_id: str) -> dict[str, Any]:
+        """The finished job's output; a failed job raises its error and is recorded as FAILED."""
+        from fal_mcp.ledger import extract_result_urls
+
+        try:
+            output = await self.fal.queue.result(endpoint_id, request_id)
+        except fe.FalAPIError as exc:
+            if exc.request_id is None:
+                exc.request_id = request_id
+            if not isinstance(exc, (fe.NotFoundError, fe.RateLimitError)):
+                status = "CANCELLED" if isinstance(exc, fe.RequestCancelledError) else "FAILED"
+                await recorded(
+                    self.ledger.update_status(request_id, status, error=exc.message, error_type=exc.error_type),
+                    request_id=request_id,
+                )
+            raise
+        await recorded(
+            self.ledger.update_status(request_id, "COMPLETED", result_urls=extract_result_urls(output)),
+            request_id=request_id,
+        )
+        return output
+
+    async def status(self, endpoint_id: str, request_id: str, *, logs: bool) -> Any:
+        """fal's status of the job now (recorded while it is unfinished; its result records the end)."""
+        status = await self.fal.queue.status(endpoint_id, request_id, logs=logs)
+        if status.status != "COMPLETED":
+            await recorded(
+                self.ledger.update_status(request_id, status.status, queue_position=status.queue_position),
+                request_id=request_id,
+            )
+        return status
+
+    async def cancel(self, endpoint_id: str, request_id: str, *, why: str) -> Any:
+        """Ask fal to cancel; ``CANCELLATION_REQUESTED`` is recorded as CANCELLED, with ``why``."""
+        outcome = await self.fal.queue.cancel(endpoint_id, request_id)
+        value = getattr(outcome, "value", outcome)
+        if value == "CANCELLATION_REQUESTED":
+            await recorded(self.ledger.update_status(request_id, "CANCELLED", error=why), request_id=request_id)
+        return value
+
+
+def _event_message(event: Any, outcome: WaitOutcome) -> str | None:
+    from fal_mcp.fal.models import Completed, InProgress, Queued
+
+    if isinstance(event, Queued):
+        outcome.status, outcome.queue_position = "IN_QUEUE", event.position
+        return "queued: next in line" if not event.position else f"queued: {event.position} ahead"
+    if isinstance(event, InProgress):
+        new = [entry.message for entry in event.logs if getattr(entry, "message", None)]
+        outcome.logs.extend(new)
+        first = outcome.status != "IN_PROGRESS"
+        outcome.status, outcome.queue_position = "IN_PROGRESS", None
+        if new:
+            return new[-1]
+        return "running" if first else None
+    if isinstance(event, Completed):
+        outcome.logs.extend(entry.message for entry in event.logs if getattr(entry, "message", None))
+        outcome.status, outcome.completed = "COMPLETED", event
+        return "completed" if not event.error else f"failed: {event.error}"
+    return None
+
+
+def _event_steps(event: Any, progress: Progress) -> tuple[float, float] | None:
+    """How far the job says it is: the newest log line naming its steps; all of them once completed."""
+    from fal_mcp.fal.models import Completed, InProgress
+
+    if isinstance(event, InProgress):
+        for entry in reversed(event.logs):
+            found = steps_in(getattr(entry, "message", None) or "")
+            if found:
+                return found
+    if isinstance(event, Completed) and progress.steps is not None and not event.error:
+        return progress.steps[1], progress.steps[1]
+    return None
