@@ -9,7 +9,8 @@ budgets, approval, then uploads) has passed. The rules it keeps:
 * the intent is on the ledger before the request leaves, fal's request id right after;
 * identical calls pay once: one lock per (owner, endpoint, input) in this process, a lease in the
   ledger across processes, and re-attaching to an identical running or recent job;
-* a submit whose answer was lost is never sent again: it is ``UNKNOWN`` and settled from fal's history;
+* a submit whose answer was lost is never sent again: it is ``UNKNOWN`` and settled from fal's history
+  (:meth:`JobService.settle`; at start-up, :meth:`JobService.reconcile` settles earlier processes' submits);
 * a waiting call the client cancels cancels the fal job too (unless configured to keep it).
 
 The MCP tools (``fal_mcp.server.tools``) only parse arguments, call this and shape the result.
@@ -34,6 +35,8 @@ from fal_mcp.fal.endpoint import EndpointId, check_request_id
 from fal_mcp.log import get_logger
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
     from fal_mcp.config import Settings
     from fal_mcp.fal.client import FalClient
     from fal_mcp.fal.models import RunResult
@@ -53,8 +56,25 @@ class Progress(Protocol):
     def heartbeat(self) -> AbstractAsyncContextManager[None]: ...
 
 
-# Look a lost submit up in fal's history later: (job_id, endpoint_id, input digest, sent at).
-SettleLater = Callable[[str, str, str, float], None]
+class Silent:
+    """Progress for work nobody watches (start-up reconciliation)."""
+
+    steps: tuple[float, float] | None = None
+
+    async def report(self, message: str, *, steps: tuple[float, float] | None = None) -> None:
+        return None
+
+    @asynccontextmanager
+    async def heartbeat(self) -> AsyncIterator[None]:
+        yield
+
+
+# Settling a lost submit: fal has no idempotency key, and its request history lists a request only once
+# it has finished (sorted by end time), some time after that. So a lost answer cannot be settled on the
+# spot: the job is ``UNKNOWN``, the agent is told so, and the service keeps looking — first after a few
+# seconds, then less and less often, for ``Settings.reconcile_window_seconds``.
+MAX_LOOKUP_INTERVAL = 60.0  # seconds between history lookups, once they have backed off
+HISTORY_WINDOW = 60.0  # look for the submit from this long before it was recorded (clock skew)
 
 
 class SubmitLocks:
@@ -179,7 +199,7 @@ class JobService:
     progress: Progress
     tool: str
     locks: SubmitLocks
-    settle_later: SettleLater | None = None
+    background: TaskGroup | None = None  # where lost submits are looked up later (the server's lifespan)
 
     # -- which job ------------------------------------------------------------------------------
     async def resolve_endpoint(self, request_id: str, endpoint_id: str | None) -> tuple[str, str]:
@@ -314,12 +334,12 @@ class JobService:
         self, endpoint_id: str, intent: str | None, exc: fe.SubmitOutcomeUnknownError
     ) -> ToolFailure:
         """Record the job as UNKNOWN, keep looking for it in the background, and tell the agent exactly that."""
-        checking = intent is not None and self.settle_later is not None
-        if intent is not None and self.settle_later is not None:
+        checking = intent is not None and self.background is not None
+        if intent is not None and self.background is not None:
             until = exc.sent_at + self.settings.reconcile_window_seconds
             with anyio.CancelScope(shield=True):
                 await self.ledger.mark_intent_unknown(intent, unknown_note(exc.sent_at, until))
-            self.settle_later(intent, endpoint_id, exc.input_digest, exc.sent_at)
+            self.background.start_soon(self.settle, intent, endpoint_id, exc.input_digest, exc.sent_at)
         log.warning("job.submit_outcome_unknown", tool=self.tool, endpoint_id=endpoint_id, job_id=intent)
         return outcome_unknown_failure(exc, intent, checking)
 
@@ -475,6 +495,106 @@ class JobService:
         if value == "CANCELLATION_REQUESTED":
             await recorded(self.ledger.update_status(request_id, "CANCELLED", error=why), request_id=request_id)
         return value
+
+    # -- lost answers -----------------------------------------------------------------------------
+    async def reconcile(self, started_at: float) -> int:
+        """Look each unresolved intent of an earlier process (before ``started_at``) up in fal's request
+        history: attach its id, or mark it unknown and keep looking in the background (fal lists a request
+        only once it has finished, so absence proves nothing). This process's own intents are in flight.
+        """
+        ledger = self.ledger
+        settled = 0
+        intents = [i for i in await ledger.unresolved_intents() if i.created_at < started_at]
+        for intent in intents:
+            digest = intent.body_digest or intent.input_digest
+            known = [r.request_id for r in await ledger.list(endpoint_id=intent.endpoint_id, limit=500)]
+            try:
+                handle = await self.fal.queue.find_submission(
+                    intent.endpoint_id, digest=digest, since=intent.created_at - 60, exclude=[r for r in known if r]
+                )
+            except fe.SubmitOutcomeUnknownError as exc:
+                await ledger.mark_intent_unknown(intent.job_id, exc.message)
+                continue
+            except fe.FalError as exc:  # history unreachable now: try again on the next start
+                log.warning("reconcile.unavailable", job_id=intent.job_id, error=exc.message)
+                continue
+            settled += 1
+            if handle is not None:
+                await ledger.attach_request_id(intent.job_id, handle.request_id)
+                log.info("reconcile.found", job_id=intent.job_id, request_id=handle.request_id)
+                await self._record_outcome(intent.endpoint_id, handle.request_id)
+                continue
+            until = intent.created_at + self.settings.reconcile_window_seconds
+            note = unknown_note(intent.created_at, until, restarted=True)
+            await ledger.mark_intent_unknown(intent.job_id, note)
+        await self._resume_settling(started_at)  # these, and an earlier process's UNKNOWN jobs
+        return settled
+
+    async def _resume_settling(self, started_at: float) -> None:
+        """Jobs of earlier processes whose outcome is unknown, still inside their window: keep looking for them."""
+        if self.background is None:
+            return
+        since = time.time() - self.settings.reconcile_window_seconds
+        for job in await self.ledger.list(status="UNKNOWN", limit=200):
+            if job.request_id is None and job.created_at < started_at and job.created_at >= since:
+                digest = job.body_digest or job.input_digest
+                self.background.start_soon(self.settle, job.job_id, job.endpoint_id, digest, job.created_at)
+
+    async def settle(self, job_id: str, endpoint_id: str, digest: str, sent_at: float) -> bool:
+        """Look the lost submit up in fal's history until it shows up or the window ends; True when found."""
+        delay = self.settings.reconcile_first_delay_seconds
+        deadline = sent_at + self.settings.reconcile_window_seconds
+        while True:
+            await anyio.sleep(delay)
+            if not self.ledger.available:
+                return False
+            try:
+                found = await self._look_up(job_id, endpoint_id, digest, sent_at)
+            except fe.SubmitOutcomeUnknownError as exc:  # history without payloads: it can never tell
+                log.warning("reconcile.undecidable", job_id=job_id, error=exc.message)
+                return False
+            except fe.FalError as exc:
+                log.info("reconcile.history_unavailable", job_id=job_id, error=exc.message)
+                found = False
+            if found:
+                return True
+            if time.time() + delay > deadline:
+                log.warning("reconcile.gave_up", job_id=job_id, endpoint_id=endpoint_id)
+                return False
+            delay = min(delay * 2, MAX_LOOKUP_INTERVAL)
+
+    async def _look_up(self, job_id: str, endpoint_id: str, digest: str, sent_at: float) -> bool:
+        known = [r.request_id for r in await self.ledger.list(endpoint_id=endpoint_id, limit=500) if r.request_id]
+        handle = await self.fal.queue.find_submission(
+            endpoint_id, digest=digest, since=sent_at - HISTORY_WINDOW, exclude=known
+        )
+        if handle is None:
+            return False
+        await self.ledger.attach_request_id(job_id, handle.request_id, status="IN_QUEUE")
+        log.info("reconcile.found", job_id=job_id, request_id=handle.request_id)
+        await self._record_outcome(endpoint_id, handle.request_id)
+        return True
+
+    async def _record_outcome(self, endpoint_id: str, request_id: str) -> None:
+        """Write what fal now says about a found request into the ledger (best effort: queue_result can redo it)."""
+        from fal_mcp.ledger import extract_result_urls
+
+        ledger = self.ledger
+        try:
+            status = await self.fal.queue.status(endpoint_id, request_id)
+            if status.status != "COMPLETED":
+                await ledger.update_status(request_id, status.status, queue_position=status.queue_position)
+                return
+            output = await self.fal.queue.result(endpoint_id, request_id)
+        except fe.FalAPIError as exc:
+            if isinstance(exc, fe.NotFoundError | fe.RateLimitError | fe.ResultNotReadyError):
+                return  # expired, busy or not done after all: queue_result settles it later
+            await ledger.update_status(request_id, "FAILED", error=exc.message, error_type=exc.error_type)
+            return
+        except fe.FalError as exc:
+            log.info("reconcile.outcome_unavailable", request_id=request_id, error=exc.message)
+            return
+        await ledger.update_status(request_id, "COMPLETED", result_urls=extract_result_urls(output))
 
 
 def _event_message(event: Any, outcome: WaitOutcome) -> str | None:

@@ -1,9 +1,24 @@
-"""The paid job's home knows nothing of MCP: it imports no ``mcp`` module, so it can't lean on the SDK."""
+"""The paid job's home: it imports no ``mcp`` module, it alone sends queue submits, and it runs on its own —
+a fal client, a ledger view, settings — with no MCP server or Context around it."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from fal_mcp.config import Settings
+from fal_mcp.emulator.server import EmulatorServer
+from fal_mcp.job_service import JobService, Silent, SubmitLocks
+from fal_mcp.ledger import Ledger, owned_ledger
+from tests.emulators import shared_emulator
+from tests.fal.conftest import make_client
 
 
 def test_the_job_service_imports_no_mcp() -> None:
@@ -17,8 +32,6 @@ def test_the_job_service_imports_no_mcp() -> None:
 
 def test_queue_submits_are_sent_only_by_the_job_service() -> None:
     """Every queue submit goes through JobService.submit (ledger intent first, one lock, one lease)."""
-    from pathlib import Path
-
     import fal_mcp
 
     package = Path(fal_mcp.__file__).parent
@@ -28,3 +41,78 @@ def test_queue_submits_are_sent_only_by_the_job_service() -> None:
         if "emulator" not in path.parts and ".queue.submit(" in path.read_text()
     )
     assert senders == ["job_service.py"]
+
+
+SLOW = "emulator/slow"
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[EmulatorServer]:
+    yield from shared_emulator()
+
+
+@pytest.fixture
+async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
+    opened = await anyio.to_thread.run_sync(functools.partial(Ledger.open, tmp_path / "ledger.sqlite3"))
+    async with opened:
+        yield opened
+
+
+def service(emulator: EmulatorServer, ledger: Ledger | None, locks: SubmitLocks, fal: Any) -> JobService:
+    return JobService(
+        fal=fal,
+        ledger=owned_ledger(ledger, "alice", error="no ledger in this test"),
+        settings=Settings(),
+        progress=Silent(),
+        tool="test",
+        locks=locks,
+    )
+
+
+@pytest.mark.anyio
+async def test_identical_calls_through_the_service_pay_once_and_both_get_the_result(
+    emulator: EmulatorServer, ledger: Ledger
+) -> None:
+    data = {"seconds": 0.2, "steps": 1, "case": "job-service-once"}
+    locks = SubmitLocks()
+    authorized = 0
+
+    async def authorize() -> dict[str, Any]:
+        nonlocal authorized
+        authorized += 1
+        return data
+
+    before = emulator.state.submissions.total()
+    async with make_client(emulator) as fal:
+        jobs = service(emulator, ledger, locks, fal)
+        answers: list[tuple[str, bool]] = []
+
+        async def one() -> None:
+            answers.append(
+                await jobs.reuse_or_submit(
+                    SLOW, digest="d-once", cost_estimate_usd=0.01, authorize=authorize, fresh=False
+                )
+            )
+
+        async with anyio.create_task_group() as both:
+            both.start_soon(one)
+            both.start_soon(one)
+        assert emulator.state.submissions.total() == before + 1 and authorized == 1
+        assert sorted(reattached for _id, reattached in answers) == [False, True]
+        assert answers[0][0] == answers[1][0]
+        request_id = answers[0][0]
+        outcome = await jobs.wait(SLOW, request_id, 30)
+        assert outcome.done
+        await jobs.result(SLOW, request_id)
+    record = await owned_ledger(ledger, "alice").get(request_id)
+    assert record is not None and record.status == "COMPLETED" and record.origin_tool == "test"
+
+
+@pytest.mark.anyio
+async def test_without_a_ledger_the_service_still_runs_the_job(emulator: EmulatorServer) -> None:
+    data = {"seconds": 0.1, "steps": 1, "case": "job-service-no-ledger"}
+    async with make_client(emulator) as fal:
+        jobs = service(emulator, None, SubmitLocks(), fal)
+        handle = await jobs.submit(SLOW, data)
+        assert (await jobs.wait(SLOW, handle.request_id, 30)).done
+        assert isinstance(await jobs.result(SLOW, handle.request_id), dict)

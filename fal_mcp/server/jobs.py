@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from fal_mcp.job_service import JobService
 from fal_mcp.server.progress import ProgressReporter
 
 if TYPE_CHECKING:
@@ -19,7 +18,7 @@ if TYPE_CHECKING:
 
     from fal_mcp.config import Settings
     from fal_mcp.fal.client import FalClient
-    from fal_mcp.job_service import SettleLater
+    from fal_mcp.job_service import JobService
     from fal_mcp.ledger import OwnedLedger
     from fal_mcp.server.state import ServerState
 
@@ -42,36 +41,15 @@ class Call:
     async def start(cls, ctx: Context | None, tool: str) -> Call:
         state: ServerState = ctx.request_context.lifespan_context  # type: ignore[union-attr, assignment]
         fal, owner = await state.fal_for(ctx)
-        ledger = await state.ledger_for(owner)
         send = ctx.report_progress if ctx is not None else None
         reporter = ProgressReporter(send, heartbeat_seconds=state.settings.heartbeat_seconds)
-        jobs = JobService(
-            fal=fal,
-            ledger=ledger,
-            settings=state.settings,
-            progress=reporter,
-            tool=tool,
-            locks=state.submit_locks,
-            settle_later=_settle_later(state, fal, owner),
+        jobs = await state.job_service(fal, owner, reporter, tool)
+        return cls(
+            state=state, ctx=ctx, fal=fal, owner=owner, ledger=jobs.ledger, reporter=reporter, tool=tool, jobs=jobs
         )
-        return cls(state=state, ctx=ctx, fal=fal, owner=owner, ledger=ledger, reporter=reporter, tool=tool, jobs=jobs)
 
     def elapsed(self) -> float:
         return round(time.monotonic() - self.started, 3)
-
-
-def _settle_later(state: ServerState, fal: FalClient, owner: str) -> SettleLater | None:
-    """Lost submits are looked up in fal's history by the lifespan's background tasks (when it has them)."""
-    from fal_mcp.server import reconcile
-
-    background = state.background
-    if background is None:
-        return None
-
-    def settle_later(job_id: str, endpoint_id: str, digest: str, sent_at: float) -> None:
-        background.start_soon(reconcile.settle, state, fal, owner, job_id, endpoint_id, digest, sent_at)
-
-    return settle_later
 
 
 # Claude Code (>= 2.1.212) moves a tool call still running after 2 minutes into the background and

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from fal_mcp.emulator.server import EmulatorServer
     from fal_mcp.fal.client import FalClient
+    from fal_mcp.job_service import JobService, Progress
     from fal_mcp.ledger import Ledger, OwnedLedger
     from fal_mcp.server.netguard import UrlPolicy
 
@@ -177,55 +178,25 @@ class ServerState:
             log.warning("reconcile.failed", error=str(exc) or type(exc).__name__, error_type=type(exc).__name__)
 
     async def reconcile_intents(self, fal: FalClient, owner: str) -> int:
-        """Look each unresolved intent up in fal's request history: attach its id, or mark it unknown and
-        keep looking in the background (fal lists a request only once it has finished, so absence proves
-        nothing). Only intents from before this process started: this process's own are still in flight.
-        """
-        from fal_mcp.fal.errors import FalError, SubmitOutcomeUnknownError
-        from fal_mcp.job_service import unknown_note
-        from fal_mcp.server import reconcile
+        """Settle ``owner``'s submits an earlier process sent but never heard back about (see JobService.reconcile)."""
+        from fal_mcp.job_service import Silent
 
-        ledger = await self.ledger_for(owner)
-        settled = 0
-        intents = [i for i in await ledger.unresolved_intents() if i.created_at < self.started_at]
-        for intent in intents:
-            digest = intent.body_digest or intent.input_digest
-            known = [r.request_id for r in await ledger.list(endpoint_id=intent.endpoint_id, limit=500)]
-            try:
-                handle = await fal.queue.find_submission(
-                    intent.endpoint_id, digest=digest, since=intent.created_at - 60, exclude=[r for r in known if r]
-                )
-            except SubmitOutcomeUnknownError as exc:
-                await ledger.mark_intent_unknown(intent.job_id, exc.message)
-                continue
-            except FalError as exc:  # history unreachable now: try again on the next start
-                log.warning("reconcile.unavailable", job_id=intent.job_id, error=exc.message)
-                continue
-            settled += 1
-            if handle is not None:
-                await ledger.attach_request_id(intent.job_id, handle.request_id)
-                log.info("reconcile.found", job_id=intent.job_id, request_id=handle.request_id)
-                await reconcile.record_outcome(fal, ledger, intent.endpoint_id, handle.request_id)
-                continue
-            until = intent.created_at + self.settings.reconcile_window_seconds
-            note = unknown_note(intent.created_at, until, restarted=True)
-            await ledger.mark_intent_unknown(intent.job_id, note)
-        await self._resume_settling(fal, ledger)  # these, and an earlier process's UNKNOWN jobs
-        return settled
+        service = await self.job_service(fal, owner, Silent(), "reconcile")
+        return await service.reconcile(self.started_at)
 
-    async def _resume_settling(self, fal: FalClient, ledger: OwnedLedger) -> None:
-        """Jobs of earlier processes whose outcome is unknown, still inside their window: keep looking for them."""
-        from fal_mcp.server import reconcile
+    async def job_service(self, fal: FalClient, owner: str, progress: Progress, tool: str) -> JobService:
+        """``owner``'s paid jobs on ``fal``: their ledger view, this process's locks and background tasks."""
+        from fal_mcp.job_service import JobService
 
-        if self.background is None:
-            return
-        since = time.time() - self.settings.reconcile_window_seconds
-        for job in await ledger.list(status="UNKNOWN", limit=200):
-            if job.request_id is None and job.created_at < self.started_at and job.created_at >= since:
-                digest = job.body_digest or job.input_digest
-                self.background.start_soon(
-                    reconcile.settle, self, fal, ledger.owner, job.job_id, job.endpoint_id, digest, job.created_at
-                )
+        return JobService(
+            fal=fal,
+            ledger=await self.ledger_for(owner),
+            settings=self.settings,
+            progress=progress,
+            tool=tool,
+            locks=self.submit_locks,
+            background=self.background,
+        )
 
     # -- ledger ----------------------------------------------------------------------------------
     async def ledger(self) -> Ledger | None:
