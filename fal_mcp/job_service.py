@@ -1,10 +1,12 @@
-"""The paid job, end to end, with no MCP in it: this is the file that decides when money is spent.
+"""The paid job, end to end, with no MCP in it: where a paid request is sent, recorded and followed.
 
 A :class:`JobService` is one caller's jobs: their fal client, their view of the ledger, the settings
-and a progress sink. Every paid request goes through it — :meth:`JobService.reuse_or_submit` and
-:meth:`JobService.submit` (queue), :meth:`JobService.run` (direct run), :meth:`JobService.direct`
-(stream, realtime) — and none is sent before the caller's ``authorize`` step (the spend gate: limits,
-budgets, approval, then uploads) has passed. The rules it keeps:
+and a progress sink. Every paid request is recorded through it — :meth:`JobService.reuse_or_submit` and
+:meth:`JobService.submit` (queue; the only place a queue submit is sent), :meth:`JobService.run`
+(direct run), :meth:`JobService.direct` (stream, realtime). Whether a call may pay at all is the spend
+gate's answer (``fal_mcp.spend`` decides, ``fal_mcp.server.spending`` asks the user): it runs first,
+as the ``authorize`` step of :meth:`JobService.reuse_or_submit`, or before the call for the others.
+The rules kept here:
 
 * the intent is on the ledger before the request leaves, fal's request id right after;
 * identical calls pay once: one lock per (owner, endpoint, input) in this process, a lease in the
