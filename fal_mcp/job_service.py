@@ -4,8 +4,8 @@ A :class:`JobService` is one caller's jobs: their fal client, their view of the 
 and a progress sink. Every paid request is recorded through it — :meth:`JobService.reuse_or_submit` and
 :meth:`JobService.submit` (queue; the only place a queue submit is sent), :meth:`JobService.run`
 (direct run), :meth:`JobService.direct` (stream, realtime). Whether a call may pay at all is the spend
-gate's answer (``fal_mcp.spend`` decides, ``fal_mcp.server.spending`` asks the user): it runs first,
-as the ``authorize`` step of :meth:`JobService.reuse_or_submit`, or before the call for the others.
+gate's answer (``fal_mcp.spend`` decides, ``fal_mcp.server.spending`` asks the user): every paying
+method takes it as its ``authorize`` step and calls it before anything is recorded or sent.
 The rules kept here:
 
 * the intent is on the ledger before the request leaves, fal's request id right after;
@@ -56,6 +56,11 @@ class Progress(Protocol):
     async def report(self, message: str, *, steps: tuple[float, float] | None = None) -> None: ...
 
     def heartbeat(self) -> AbstractAsyncContextManager[None]: ...
+
+
+# The spend gate's go-ahead for one call (limits, budgets, approval; then local files uploaded): it
+# raises the refusal, or returns the input(s) to send. Every paying method here calls it first.
+Authorize = Callable[[], Awaitable[Any]]
 
 
 class Silent:
@@ -225,7 +230,7 @@ class JobService:
         *,
         digest: str,
         cost_estimate_usd: float | None,
-        authorize: Callable[[], Awaitable[dict[str, Any]]],
+        authorize: Authorize,
         fresh: bool,
         **options: Any,
     ) -> tuple[str, bool]:
@@ -244,8 +249,9 @@ class JobService:
                     await self.progress.report(f"re-attaching to identical job {earlier.request_id} (no new charge)")
                     return earlier.request_id, True
                 await self._refuse_while_unknown(endpoint_id, digest)
-            data = await authorize()
-            handle = await self.submit(endpoint_id, data, cost_estimate_usd=cost_estimate_usd, digest=digest, **options)
+            handle = await self.submit(
+                endpoint_id, authorize=authorize, cost_estimate_usd=cost_estimate_usd, digest=digest, **options
+            )
             return handle.request_id, False
 
     async def _refuse_while_unknown(self, endpoint_id: str, digest: str) -> None:
@@ -297,13 +303,15 @@ class JobService:
     async def submit(
         self,
         endpoint_id: str,
-        data: dict[str, Any],
         *,
+        authorize: Authorize,
         cost_estimate_usd: float | None = None,
         digest: str | None = None,
         **options: Any,
     ) -> Any:
-        """Submit through the ledger: the intent is on disk before the request leaves, the id right after."""
+        """Authorize, then submit through the ledger: the intent is on disk before the request leaves, the id
+        right after."""
+        data = await authorize()
         ledger = self.ledger
         intent = await ledger.record_intent(
             endpoint_id,
@@ -348,18 +356,32 @@ class JobService:
     async def run(
         self,
         endpoint_id: str,
-        data: dict[str, Any],
-        run: Callable[[], Awaitable[RunResult]],
+        run: Callable[[dict[str, Any]], Awaitable[RunResult]],
+        *,
+        authorize: Authorize,
         cost_estimate_usd: float | None = None,
     ) -> RunResult:
-        """A direct run is a paid job too: record it so jobs_list shows it (no resume: fal can't resume runs)."""
+        """A direct run is a paid job too: authorized, then recorded so jobs_list shows it (no resume: fal
+        can't resume runs)."""
+        data = await authorize()
+        await self.progress.report(f"running {endpoint_id}")
+        async with self.progress.heartbeat():
+            return await self._run(endpoint_id, data, run, cost_estimate_usd)
+
+    async def _run(
+        self,
+        endpoint_id: str,
+        data: dict[str, Any],
+        run: Callable[[dict[str, Any]], Awaitable[RunResult]],
+        cost_estimate_usd: float | None,
+    ) -> RunResult:
         from fal_mcp.fal.queue import may_have_reached_fal
         from fal_mcp.ledger import extract_result_urls
 
         ledger = self.ledger
         intent = await ledger.record_intent(endpoint_id, data, self.tool, cost_estimate_usd=cost_estimate_usd)
         try:
-            result = await run()
+            result = await run(data)
         except BaseException as exc:
             maybe_ran = isinstance(exc, fe.FalError) and may_have_reached_fal(exc)
             reason = getattr(exc, "message", None) or type(exc).__name__
@@ -386,12 +408,16 @@ class JobService:
         return result
 
     @asynccontextmanager
-    async def direct(self, endpoint_id: str, data: Any, cost_estimate_usd: float | None) -> AsyncIterator[None]:
-        """A stream or realtime call fal gives no request id for: on the ledger (jobs_list, budgets) all the same."""
+    async def direct(
+        self, endpoint_id: str, *, authorize: Authorize, cost_estimate_usd: float | None
+    ) -> AsyncIterator[Any]:
+        """A stream or realtime call fal gives no request id for: authorized, then on the ledger (jobs_list,
+        budgets) all the same. Yields the input(s) to send."""
+        data = await authorize()
         ledger = self.ledger
         intent = await ledger.record_intent(endpoint_id, data, self.tool, cost_estimate_usd=cost_estimate_usd)
         try:
-            yield
+            yield data
         except BaseException as exc:
             reason = getattr(exc, "message", None) or type(exc).__name__
             await recorded(ledger.finish_direct(intent, failed=reason), intent=intent)

@@ -108,11 +108,15 @@ async def test_identical_calls_through_the_service_pay_once_and_both_get_the_res
     assert record is not None and record.status == "COMPLETED" and record.origin_tool == "test"
 
 
+async def _ready(data: dict[str, Any]) -> dict[str, Any]:
+    return data
+
+
 @pytest.mark.anyio
 async def test_without_a_ledger_the_service_still_runs_the_job(emulator: EmulatorServer) -> None:
     data = {"seconds": 0.1, "steps": 1, "case": "job-service-no-ledger"}
     async with make_client(emulator) as fal:
         jobs = service(emulator, None, SubmitLocks(), fal)
-        handle = await jobs.submit(SLOW, data)
+        handle = await jobs.submit(SLOW, authorize=lambda: _ready(data))
         assert (await jobs.wait(SLOW, handle.request_id, 30)).done
         assert isinstance(await jobs.result(SLOW, handle.request_id), dict)

@@ -15,6 +15,7 @@ Only then are local files uploaded and the job submitted.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -175,6 +176,20 @@ async def pay_ready(call: Call, plan: PaidPlan, approval: Any, confirm_token: st
     await authorize(call, plan, approval, confirm_token)
     for prepared in plan.inputs:
         await upload_local_files(call.fal, prepared)
+
+
+def authorizer(
+    call: Call, plan: PaidPlan, approval: Any, confirm_token: str | None, *, many: bool = False
+) -> Callable[[], Awaitable[Any]]:
+    """This call's spend gate as the JobService's ``authorize`` step: :func:`pay_ready`, then the input
+    to send (``many``: the list of inputs)."""
+
+    async def authorize() -> Any:
+        await pay_ready(call, plan, approval, confirm_token)
+        data = [prepared.data for prepared in plan.inputs]
+        return data if many else data[0]
+
+    return authorize
 
 
 def spend_note(call: Call, plan: PaidPlan) -> str | None:

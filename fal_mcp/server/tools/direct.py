@@ -17,7 +17,7 @@ from fal_mcp.server import results
 from fal_mcp.server.errors import ToolFailure, tool_errors
 from fal_mcp.server.jobs import Call
 from fal_mcp.server.outputs import JobOutput, RealtimeOutput, StreamOutput
-from fal_mcp.server.spending import ConfirmToken, ManyApproval, OneApproval, pay_ready, plan_paid, spend_note
+from fal_mcp.server.spending import ConfirmToken, ManyApproval, OneApproval, authorizer, plan_paid, spend_note
 
 PAID = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 EndpointArg = Annotated[str, Field(description="Model endpoint id, e.g. fal-ai/flux/dev")]
@@ -79,16 +79,14 @@ async def fal_run(
     endpoint = parse_endpoint(endpoint_id)
     call = await Call.start(ctx, "fal_run")
     plan = await plan_paid(call, endpoint, [input], roots=await call.state.roots(ctx))
-    await pay_ready(call, plan, approval, confirm_token)
     prepared = plan.inputs[0]
-    await call.reporter.report(f"running {endpoint}")
-    async with call.reporter.heartbeat():
-        run = await call.jobs.run(
-            endpoint,
-            prepared.data,
-            lambda: call.fal.runs.run(endpoint, prepared.data, **call.state.settings.privacy_options()),
-            cost_estimate_usd=prepared.cost_estimate_usd,
-        )
+
+    run = await call.jobs.run(
+        endpoint,
+        lambda data: call.fal.runs.run(endpoint, data, **call.state.settings.privacy_options()),
+        authorize=authorizer(call, plan, approval, confirm_token),
+        cost_estimate_usd=prepared.cost_estimate_usd,
+    )
     job = JobOutput(
         status="COMPLETED",
         endpoint_id=endpoint,
@@ -114,15 +112,18 @@ async def fal_stream(
     endpoint = parse_endpoint(endpoint_id)
     call = await Call.start(ctx, "fal_stream")
     plan = await plan_paid(call, endpoint, [input], roots=await call.state.roots(ctx))
-    await pay_ready(call, plan, approval, confirm_token)
     prepared = plan.inputs[0]
     last: Any = None
     count = 0
     cost = prepared.cost_estimate_usd
-    async with call.reporter.heartbeat(), call.jobs.direct(endpoint, prepared.data, cost):
+    authorize = authorizer(call, plan, approval, confirm_token)
+    async with (
+        call.jobs.direct(endpoint, authorize=authorize, cost_estimate_usd=cost) as data,
+        call.reporter.heartbeat(),
+    ):
         with _no_such_mode(endpoint, "streaming"):
             privacy = call.state.settings.privacy_options()
-            async for event in call.fal.runs.stream(endpoint, prepared.data, **privacy):
+            async for event in call.fal.runs.stream(endpoint, data, **privacy):
                 count += 1
                 last = event
                 await call.reporter.report(_partial_text(event), steps=_stream_steps(event))
@@ -157,17 +158,18 @@ async def fal_realtime(
     call = await Call.start(ctx, "fal_realtime")
     # Limits, budgets and approval hold for the call: the sum over every input, before the connection opens.
     plan = await plan_paid(call, endpoint, inputs, roots=await call.state.roots(ctx))
-    await pay_ready(call, plan, approval, confirm_token)
     prepared = plan.inputs
-    await call.reporter.report(f"connecting to {endpoint} (realtime)")
 
     async def received(done: int, _output: dict[str, Any]) -> None:
         await call.reporter.report(f"output {done}/{len(prepared)}", steps=(done, len(prepared)))
 
     cost = plan.quote.usd
-    async with call.reporter.heartbeat(), call.jobs.direct(endpoint, [p.data for p in prepared], cost):
-        with _no_such_mode(endpoint, "realtime"):
-            outputs = await call.fal.realtime.run_many(endpoint, [p.data for p in prepared], on_output=received)
+    authorize = authorizer(call, plan, approval, confirm_token, many=True)
+    async with call.jobs.direct(endpoint, authorize=authorize, cost_estimate_usd=cost) as data:
+        await call.reporter.report(f"connecting to {endpoint} (realtime)")
+        async with call.reporter.heartbeat():
+            with _no_such_mode(endpoint, "realtime"):
+                outputs = await call.fal.realtime.run_many(endpoint, data, on_output=received)
     files = [f for out in outputs for f in results.find_files(out)]
     return RealtimeOutput(
         endpoint_id=endpoint,

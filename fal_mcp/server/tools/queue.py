@@ -22,7 +22,7 @@ from fal_mcp.server.spending import (
     ConfirmToken,
     OneApproval,
     SubscribeApproval,
-    pay_ready,
+    authorizer,
     plan_paid,
     spend_note,
 )
@@ -132,16 +132,12 @@ async def fal_subscribe(
     privacy = call.state.settings.privacy_options(expiration_seconds, store_payload)
     options = {"priority": priority, "hint": hint, "start_timeout": start_timeout, **privacy}
 
-    async def authorize() -> dict[str, Any]:  # the spend gate, then uploads: the input to send
-        await pay_ready(call, plan, approval, confirm_token)
-        return prepared.data
-
     pay = functools.partial(
         call.jobs.reuse_or_submit,
         endpoint,
         digest=prepared.digest,
         cost_estimate_usd=prepared.cost_estimate_usd,
-        authorize=authorize,
+        authorize=authorizer(call, plan, approval, confirm_token),
     )
     request_id, reattached = await pay(fresh=fresh, **options)
     finish = functools.partial(
@@ -186,11 +182,11 @@ async def queue_submit(
         raise ToolFailure("webhook_url must be an http(s) URL that fal can reach", kind="invalid_argument")
     call = await Call.start(ctx, "queue_submit")
     plan = await plan_paid(call, endpoint, [input], roots=await call.state.roots(ctx))
-    await pay_ready(call, plan, approval, confirm_token)
     prepared = plan.inputs[0]
+
     handle = await call.jobs.submit(
         endpoint,
-        prepared.data,
+        authorize=authorizer(call, plan, approval, confirm_token),
         cost_estimate_usd=prepared.cost_estimate_usd,
         digest=prepared.digest,
         webhook_url=webhook_url,
