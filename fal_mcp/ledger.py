@@ -71,6 +71,10 @@ class JobNotFoundError(LedgerError, LookupError):
     """No row with that intent id."""
 
 
+class LedgerLockedError(LedgerError):
+    """Another process held the ledger's lock past the busy timeout."""
+
+
 class LeaseBusyError(LedgerError):
     """Another process kept submitting the identical request for longer than we may wait."""
 
@@ -919,9 +923,9 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     except (OSError, sqlite3.Error) as exc:
-        raise LedgerError(_advice(path, exc)) from exc
+        raise _ledger_error(path, exc) from exc
     try:
-        conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        _switch_to_wal(conn, deadline=time.monotonic() + busy_timeout)
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         _migrate(conn)
@@ -933,8 +937,36 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
         raise
     except sqlite3.Error as exc:
         conn.close()
-        raise LedgerError(_advice(path, exc)) from exc
+        raise _ledger_error(path, exc) from exc
     return conn
+
+
+def _locked(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+
+
+def _ledger_error(path: Path, exc: BaseException) -> LedgerError:
+    return (LedgerLockedError if _locked(exc) else LedgerError)(_advice(path, exc))
+
+
+def _switch_to_wal(conn: sqlite3.Connection, *, deadline: float) -> None:
+    """``PRAGMA journal_mode=WAL``, waiting out other processes opening the same new file.
+
+    SQLite answers "database is locked" at once, without its busy handler, when another connection is
+    switching the file's journal mode at the same moment (two servers starting on a new ledger). Giving up
+    there would run a server without its ledger, and so without the lease that stops both paying for one
+    call: retry until the busy timeout instead, like any other locked write.
+    """
+    delay = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            return
+        except sqlite3.OperationalError as exc:
+            if not _locked(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)  # this runs in a worker thread (see Ledger.open)
+        delay = min(delay * 2, 0.1)
 
 
 def _damaged(exc: sqlite3.DatabaseError) -> bool:
@@ -963,7 +995,7 @@ def _move_aside(path: Path) -> Path:
 def _advice(path: Path, exc: BaseException) -> str:
     """A message that says what broke and what to do about it."""
     detail = str(exc) or type(exc).__name__
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in detail:
+    if _locked(exc):
         hint = "another fal-mcp process is holding it; retry, or"
     elif isinstance(exc, sqlite3.DatabaseError) and _damaged(exc):
         hint = "the file is damaged; move it away, or"
@@ -1126,18 +1158,31 @@ class OwnedLedger:
 
 
 class NoLedger(OwnedLedger):
-    """The view when the ledger cannot be opened: jobs still run; it records nothing and finds nothing.
+    """The view when the ledger cannot be opened: it records nothing and finds nothing.
 
-    Only spending cannot be read from it (:meth:`spent_since` raises), so a budget is never taken as unspent.
+    Jobs still run when the file is unusable (unwritable, no space): no other process can be using it
+    either. But a ledger another process holds (``locked``) is shared, and paying without its lease could
+    pay twice for one call: then nothing is paid (:meth:`submit_lease` and :meth:`record_intent` raise,
+    before anything is sent) until the ledger opens again. Spending cannot be read from it either
+    (:meth:`spent_since` raises), so a budget is never taken as unspent.
     """
 
     available = False
 
-    def __init__(self, owner: str, error: str | None) -> None:
+    def __init__(self, owner: str, error: str | None, *, locked: bool = False) -> None:
         self.owner = owner
         self.error = error
+        self.locked = locked
+
+    def _refuse_if_shared(self) -> None:
+        if self.locked:
+            raise LedgerLockedError(
+                f"the job ledger is held by another fal-mcp process ({self.error}), so this call could not be "
+                "guarded against paying twice; try again in a few seconds"
+            )
 
     async def record_intent(self, *args: Any, **kwargs: Any) -> str | None:
+        self._refuse_if_shared()
         return None
 
     async def attach_request_id(self, *args: Any, **kwargs: Any) -> None:
@@ -1175,12 +1220,15 @@ class NoLedger(OwnedLedger):
     async def submit_lease(
         self, endpoint_id: str, input_digest: str, *, on_wait: Callable[[], Awaitable[None]] | None = None
     ) -> AsyncIterator[SubmitLease]:
+        self._refuse_if_shared()
         yield SubmitLease()  # no file shared with another process: nothing to hold
 
     async def abandon_intents(self, endpoint_id: str, input_digest: str, error: str) -> int:
         return 0
 
 
-def owned_ledger(ledger: Ledger | None, owner: str, *, error: str | None = None) -> OwnedLedger:
-    """``owner``'s view of ``ledger``, or :class:`NoLedger` (with why) when there is none."""
-    return NoLedger(owner, error) if ledger is None else OwnedLedger(ledger, owner)
+def owned_ledger(ledger: Ledger | None, owner: str, *, failure: LedgerError | str | None = None) -> OwnedLedger:
+    """``owner``'s view of ``ledger``, or :class:`NoLedger` (with why it could not be opened) when there is none."""
+    if ledger is not None:
+        return OwnedLedger(ledger, owner)
+    return NoLedger(owner, None if failure is None else str(failure), locked=isinstance(failure, LedgerLockedError))

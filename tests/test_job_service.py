@@ -61,7 +61,7 @@ async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
 def service(emulator: EmulatorServer, ledger: Ledger | None, locks: SubmitLocks, fal: Any) -> JobService:
     return JobService(
         fal=fal,
-        ledger=owned_ledger(ledger, "alice", error="no ledger in this test"),
+        ledger=owned_ledger(ledger, "alice", failure="no ledger in this test"),
         settings=Settings(),
         progress=Silent(),
         tool="test",

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from fal_mcp.emulator.server import EmulatorServer
     from fal_mcp.fal.client import FalClient
     from fal_mcp.job_service import JobService, Progress
-    from fal_mcp.ledger import Ledger, OwnedLedger
+    from fal_mcp.ledger import Ledger, LedgerError, OwnedLedger
     from fal_mcp.server.netguard import UrlPolicy
 
 log = get_logger(__name__)
@@ -68,7 +68,7 @@ class ServerState:
         self._fal_lock = anyio.Lock()
         self._per_user_clients: OrderedDict[str, FalClient] = OrderedDict()
         self._ledger: Ledger | None = None
-        self._ledger_error: str | None = None
+        self._ledger_failure: LedgerError | None = None  # why the ledger could not be opened
         self._ledger_retry_at = 0.0  # monotonic time of the next attempt to open an unavailable ledger
         self._ledger_lock = anyio.Lock()
         self._prune_at = 0.0  # monotonic time of the next retention pass
@@ -233,11 +233,11 @@ class ServerState:
                 functools.partial(Ledger.open, path, busy_timeout=LEDGER_BUSY_TIMEOUT, recover_damaged=True)
             )
         except LedgerError as exc:
-            self._ledger_error = str(exc)
+            self._ledger_failure = exc
             self._ledger_retry_at = time.monotonic() + LEDGER_RETRY_SECONDS
             log.error("ledger.unavailable", error=str(exc), retry_in_s=LEDGER_RETRY_SECONDS)
             return
-        self._ledger, self._ledger_error = opened, None
+        self._ledger, self._ledger_failure = opened, None
         if opened.moved_aside is not None:
             self.ledger_notice = (
                 f"the job ledger at {path} was damaged; it was moved to {opened.moved_aside} (nothing deleted) "
@@ -246,13 +246,13 @@ class ServerState:
 
     @property
     def ledger_error(self) -> str | None:
-        return self._ledger_error
+        return None if self._ledger_failure is None else str(self._ledger_failure)
 
     async def ledger_for(self, owner: str) -> OwnedLedger:
         """``owner``'s view of the ledger: one that records nothing when the ledger cannot be opened."""
         from fal_mcp.ledger import owned_ledger
 
-        return owned_ledger(await self.ledger(), owner, error=self._ledger_error)
+        return owned_ledger(await self.ledger(), owner, failure=self._ledger_failure)
 
     # -- roots -----------------------------------------------------------------------------------
     async def roots(self, ctx: Context | None) -> tuple[Path, ...]:

@@ -193,8 +193,9 @@ async def test_a_damaged_ledger_is_moved_aside_and_the_server_serves(
 async def test_a_ledger_locked_at_start_comes_back_when_released(
     settings: Settings, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Locked by another process when the session starts: jobs still run (unrecorded, and said so); once the
-    lock is released, the same session records jobs again."""
+    """Locked by another process when the session starts: it is said so, and a paid call is refused with
+    nothing submitted (another process is using this ledger, and paying without its lease could pay twice);
+    once the lock is released, the same session pays and records jobs again."""
     monkeypatch.setattr(state_module, "LEDGER_BUSY_TIMEOUT", 0.2)
     monkeypatch.setattr(state_module, "LEDGER_RETRY_SECONDS", 0.0)
     settings.ledger_path.parent.mkdir(parents=True)
@@ -205,6 +206,10 @@ async def test_a_ledger_locked_at_start_comes_back_when_released(
         async with Client(make_server(settings)) as client:
             locked = structured(await call(client, "jobs_list", {}))
             assert "unavailable" in locked["ledger"] and "locked" in locked["ledger"]
+            refused = await call(client, "fal_subscribe", {"endpoint_id": "emulator/slow", "input": data})
+            assert error_of(refused)["kind"] == "busy", text_of(refused)
+            assert "another fal-mcp process" in text_of(refused) and "nothing was submitted" in text_of(refused)
+            assert submissions(emulator, "emulator/slow", data) == 0
             blocker.execute("COMMIT")
             done = structured(await call(client, "fal_subscribe", {"endpoint_id": "emulator/slow", "input": data}))
             listed = structured(await call(client, "jobs_list", {}))
