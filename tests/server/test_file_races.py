@@ -1,8 +1,10 @@
 """Races on local files through the real tools (issue 9 #3, #4, #16): what was checked is what is used.
 
 Each attack swaps a real file or folder at the moment the server is busy elsewhere (fetching its CDN
-token, downloading an output), which is when the adversarial run won its races. The swap is triggered
-from inside that step, so the race is hit every time and the test takes no sleeps.
+token, downloading an output), which is when the adversarial run won its races, or right after the file
+guard's check (:func:`after_check`: the exact check-then-use window the old code lost, whatever the tool
+does in between). The swap is triggered from inside that step, so the race is hit every time and the test
+takes no sleeps.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from PIL import Image
 from fal_mcp.config import Settings
 from fal_mcp.emulator.server import EmulatorServer
 from fal_mcp.fal.storage import StorageAPI
-from fal_mcp.server import netguard
+from fal_mcp.server import guards, netguard
 from tests.server.conftest import make_server
 from tests.server.helpers import call, error_of, structured, text_of
 from tests.server.test_jobs import submissions
@@ -73,6 +75,105 @@ async def test_upload_swapped_for_a_symlink_to_a_secret_sends_the_checked_file(
     assert fired and (workdir / "cat.png").is_symlink()  # the swap happened mid-call
     assert not result.is_error, text_of(result)
     assert await fetched(structured(result)["url"]) == ORIGINAL
+
+
+def after_check(monkeypatch: pytest.MonkeyPatch, action: Callable[[], None]) -> list[int]:
+    """Run ``action`` (the attacker's move) right after the file guard has checked a path, before it is used.
+
+    This is the exact window of the original attack (the checked file was re-opened by name later): the
+    swap lands between check and use whatever the tool does in between.
+    """
+    fired: list[int] = []
+    real = guards.resolve_readable
+
+    def check_then_swap(*args: Any, **kwargs: Any) -> Any:
+        checked = real(*args, **kwargs)
+        if not fired:
+            action()
+        fired.append(1)
+        return checked
+
+    monkeypatch.setattr(guards, "resolve_readable", check_then_swap)
+    return fired
+
+
+def new_cdn_files(emulator: EmulatorServer, before: set[str]) -> list[bytes]:
+    """The bytes of every file stored on the emulated CDN since ``before`` (its keys then)."""
+    files = emulator.state.files._files
+    return [stored.blob.read_bytes() for key, stored in list(files.items()) if key not in before]
+
+
+SWAPS: dict[str, Callable[[Path, Path], None]] = {
+    "symlink": lambda target, secret: swap(target, lambda p: p.symlink_to(secret)),
+    "hard-link": lambda target, secret: swap(target, lambda p: os.link(secret, p)),
+    "bigger-file": lambda target, _secret: swap(target, lambda p: p.write_bytes(SECRET * 100_000)),
+    "folder-link": lambda target, secret: (
+        os.rename(target.parent, target.parent.with_name("sub-old")),
+        target.parent.symlink_to(secret.parent),
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", list(SWAPS))
+@pytest.mark.parametrize("tool", ["upload_file", "file-field"])
+async def test_a_swap_between_check_and_use_never_sends_anything_but_the_checked_file(
+    settings: Settings, workdir: Path, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, tool: str, attack: str
+) -> None:
+    """issue 9 #3: the checked file is replaced (by a symlink or hard link to a secret outside the root, by a
+    file over the cap, or a folder above it by a link) between the check and the upload. The secret never
+    reaches the CDN, nothing over the cap is sent, and a model call whose file was swapped is not paid for."""
+    target = workdir / "sub" / "pic.png"
+    target.parent.mkdir()
+    Image.new("RGB", (96, 64), (200, 30, 30)).save(target)
+    original = target.read_bytes()
+    outside = workdir.parent / "outside"
+    outside.mkdir()
+    secret = outside / "pic.png"
+    secret.write_bytes(SECRET)
+    fired = after_check(monkeypatch, lambda: SWAPS[attack](target, secret))
+    before = set(emulator.state.files._files)
+    endpoint = "fal-ai/flux/dev/image-to-image"
+    paid = sum(n for k, n in emulator.state.submissions.items() if k.startswith(endpoint + " "))
+    async with Client(make_server(settings, max_upload_bytes=len(original) + 10)) as client:
+        if tool == "upload_file":
+            result = await call(client, "upload_file", {"path": "sub/pic.png"})
+        else:
+            data = {"image_url": "./sub/pic.png", "prompt": "make it blue", "strength": 0.5, "seed": 43}
+            result = await call(client, "fal_subscribe", {"endpoint_id": endpoint, "input": data})
+    assert fired, "the swap did not happen"
+    sent = new_cdn_files(emulator, before)
+    assert all(SECRET not in body for body in sent)
+    if result.is_error:  # refused at the open: nothing sent, nothing paid
+        assert error_of(result)["kind"] == "refused", text_of(result)
+        assert "Traceback" not in text_of(result)
+        assert [body for body in sent if body == original] == []
+        assert sum(n for k, n in emulator.state.submissions.items() if k.startswith(endpoint + " ")) == paid
+    else:  # or the very file that was checked
+        assert original in sent, text_of(result)
+
+
+@pytest.mark.parametrize("tool", ["upload_file", "file-field"])
+async def test_a_hard_link_to_a_secret_is_refused_and_nothing_is_sent(
+    server: Any, workdir: Path, emulator: EmulatorServer, tool: str
+) -> None:
+    """issue 9 #17: hard-link policy, end to end. A hard link inside the root to a file outside it looks like an
+    ordinary file; any file with more than one name is refused, so nothing reaches the CDN or fal."""
+    secret = workdir.parent / "id_ed25519"
+    secret.write_bytes(SECRET)
+    os.link(secret, workdir / "notes.png")
+    before = set(emulator.state.files._files)
+    endpoint = "fal-ai/flux/dev/image-to-image"
+    paid = sum(n for k, n in emulator.state.submissions.items() if k.startswith(endpoint + " "))
+    async with Client(server) as client:
+        if tool == "upload_file":
+            result = await call(client, "upload_file", {"path": "notes.png"})
+        else:
+            data = {"image_url": "./notes.png", "prompt": "x", "strength": 0.5, "seed": 44}
+            result = await call(client, "fal_subscribe", {"endpoint_id": endpoint, "input": data})
+    assert error_of(result)["kind"] == "refused"
+    assert "2 hard links" in text_of(result) and "Copy the file" in text_of(result)
+    assert new_cdn_files(emulator, before) == []
+    assert sum(n for k, n in emulator.state.submissions.items() if k.startswith(endpoint + " ")) == paid
 
 
 async def test_upload_swapped_for_a_bigger_file_never_exceeds_the_cap(

@@ -208,8 +208,10 @@ def bogus_keys(count: int) -> list[str]:
 
 
 async def _feed(http: httpx2.AsyncClient, url: str, key: str) -> float:
-    """What a client does with one key: open a session, call a tool that needs the key, close it.
+    """What a client does with one key: open a session, call a tool that takes it to fal, close it.
 
+    The call asks fal (the emulator, which takes any key) about a job it never had: the key builds a
+    per-user client, travels to fal and comes back in a ``not_found`` error that must not show it.
     Returns the seconds it took; a key that is not fal-shaped must be refused at the door (401).
     """
     started = time.perf_counter()
@@ -221,8 +223,13 @@ async def _feed(http: httpx2.AsyncClient, url: str, key: str) -> float:
         assert key not in response.text
         return time.perf_counter() - started
     await session.open()
-    response = await session.post(session.tool_call(1, "jobs_list", {}))
-    assert response.status_code == 200 and sse_messages(response.text)[-1]["id"] == 1
+    args = {"request_id": str(uuid.uuid4()), "endpoint_id": "fal-ai/flux/dev"}
+    response = await session.post(session.tool_call(1, "queue_status", args))
+    assert response.status_code == 200, response.text
+    answer = sse_messages(response.text)[-1]
+    assert answer["id"] == 1 and answer["result"]["isError"], answer
+    assert "[not_found]" in answer["result"]["content"][0]["text"], answer
+    assert key.split(":")[1] not in response.text
     assert (await session.delete()).status_code == 200
     return time.perf_counter() - started
 
