@@ -7,6 +7,9 @@ Two kinds of secrets, kept apart so that callers cannot make redaction grow:
 - per-caller secrets (each ``--per-user`` caller's fal key, short-lived realtime tokens) arrive from the
   network, so they live in a bounded, least-recently-used set and are matched as whole tokens by one
   fixed pattern (:func:`remember_caller_secret`): no regex is rebuilt per caller and memory stays flat.
+  A caller chooses what it sends, so only parts that look like secrets are kept (long, or mixing letters
+  and digits): a "key" made of ordinary words (``invalid_argument:submit_outcome_unknown``) must not
+  blank those words out of everyone else's errors, logs and ledger.
 
 On top of both, anything shaped like a fal key (``<uuid>:<32 hex>``) or an ``Authorization`` value is
 masked whether or not it was registered.
@@ -24,7 +27,10 @@ MASK = "[REDACTED]"
 MAX_CALLER_SECRETS = 4096
 # The alphabet of fal keys' halves and of JWT segments; a caller secret is matched as a whole run of it.
 CALLER_SECRET_CHARS = "A-Za-z0-9_-"
-MIN_CALLER_PART = 8
+# A caller's secret part is kept if it is this long and mixes letters and digits (fal key secrets are 32 hex
+# digits, key ids UUIDs), or at least MIN_OPAQUE_CALLER_PART long whatever its characters (JWT segments).
+MIN_CALLER_PART = 16
+MIN_OPAQUE_CALLER_PART = 32
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -62,17 +68,24 @@ def register_secret(value: str | None) -> None:
 def remember_caller_secret(value: str) -> None:
     """Remember a secret that came from a caller, in O(1) and bounded memory (least recently used goes first).
 
-    The value is split into runs of ``[A-Za-z0-9_-]`` (a fal key's id and secret, a JWT's segments);
-    runs of at least 8 characters are masked wherever they appear as a whole token. Call it on each use,
-    so active callers stay remembered.
+    The value is split into runs of ``[A-Za-z0-9_-]`` (a fal key's id and secret, a JWT's segments); the
+    runs that look like secrets (see :func:`_secret_like`) are masked wherever they appear as a whole
+    token. Call it on each use, so active callers stay remembered.
     """
-    parts = [p for p in _CALLER_PART_SPLIT.split(value) if len(p) >= MIN_CALLER_PART]
+    parts = [p for p in _CALLER_PART_SPLIT.split(value) if _secret_like(p)]
     with _lock:
         for part in parts:
             _caller_parts[part] = None
             _caller_parts.move_to_end(part)
         while len(_caller_parts) > MAX_CALLER_SECRETS:
             _caller_parts.popitem(last=False)
+
+
+def _secret_like(part: str) -> bool:
+    """Long, or long enough and mixing letters and digits: not a word or name another caller's text may hold."""
+    if len(part) >= MIN_OPAQUE_CALLER_PART:
+        return True
+    return len(part) >= MIN_CALLER_PART and any(c.isdigit() for c in part) and any(c.isalpha() for c in part)
 
 
 def caller_secret_count() -> int:

@@ -339,6 +339,11 @@ def test_caller_secrets_are_masked_from_a_bounded_set_without_a_regex_per_caller
         redact.remember_caller_secret("caller-id-0001:opaque_secret_value_123")
         assert "opaque_secret_value_123" not in redact.redact("x opaque_secret_value_123 y")
         assert redact.redact("a harmless sentence with ordinary words") == "a harmless sentence with ordinary words"
+        # A "key" of ordinary words (plausible in shape) keeps nothing that could mask other callers' text.
+        count = redact.caller_secret_count()
+        redact.remember_caller_secret("invalid_argument:submit_outcome_unknown")
+        assert redact.caller_secret_count() == count
+        assert redact.redact("[invalid_argument] submit_outcome_unknown") == "[invalid_argument] submit_outcome_unknown"
         # Any fal-shaped key is masked even if never registered (e.g. the oldest, evicted one).
         assert keys[0] not in redact.redact(f"old {keys[0]}")
     finally:  # leave the process's secrets as they were (other tests' credentials stay registered)
@@ -346,3 +351,21 @@ def test_caller_secrets_are_masked_from_a_bounded_set_without_a_regex_per_caller
         redact._secrets.update(saved[0])
         redact._pattern = saved[1]
         redact._caller_parts.update(saved[2])
+
+
+async def test_a_callers_key_cannot_mask_words_in_other_callers_errors(
+    per_user_server: HttpServer, http: httpx2.AsyncClient
+) -> None:
+    """Per-caller secrets are masked wherever they appear, so a caller who picks a "key" made of ordinary words
+    (fal-shaped: ``<8+ chars>:<16+ chars>``) must not thereby blank those words out of everyone else's errors,
+    logs and ledger: only secret-looking parts of a caller's key are remembered."""
+    mallory = RawSession(http, per_user_server.url, "invalid_argument:submit_outcome_unknown")
+    await mallory.open()
+    alice = RawSession(http, per_user_server.url, ALICE_KEY)
+    await alice.open()
+    response = await alice.post(alice.tool_call(1, "jobs_list", {"limit": 9999}))
+    answer = sse_messages(response.text)[-1]["result"]
+    assert answer["isError"], answer
+    assert "[invalid_argument]" in answer["content"][0]["text"], answer
+    assert answer["_meta"]["fal-mcp/error"]["kind"] == "invalid_argument", answer["_meta"]
+    assert "[REDACTED]" not in response.text
