@@ -376,8 +376,10 @@ def _not_saved(job: JobOutput, exc: Exception) -> Exception:
     kind, message, _ = describe(exc)
     if kind == "internal" and isinstance(exc, OSError):  # a full disk, a lost permission: not a bug
         kind, message = "refused", f"writing failed ({exc.strerror or type(exc).__name__})."
-    if kind == "internal" or not job.request_id:
+    if not job.request_id:
         return exc
+    if kind == "internal":  # a bug: reported with an incident id, and still the paid job's request id
+        return ToolFailure(str(exc), kind="internal", request_id=job.request_id, endpoint_id=job.endpoint_id)
     return ToolFailure(
         f"the job completed (request {job.request_id}, already paid for) but its files were not saved: {message}",
         kind=kind,

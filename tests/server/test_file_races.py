@@ -294,6 +294,30 @@ async def test_saving_refused_after_the_job_ran_keeps_its_request_id(
     assert submissions(emulator, "fal-ai/flux/dev", data) == 1
 
 
+async def test_a_crash_while_saving_a_paid_job_still_names_its_request_id(
+    server: Any, workdir: Path, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only a refusal: an unexpected failure while saving (a bug) is reported as internal, with an incident
+    id and the paid job's request id, so its result can still be fetched without paying again."""
+    from fal_mcp.server import results
+
+    async def crash(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("a bug in saving")
+
+    monkeypatch.setattr(results, "save_files", crash)
+    data = {"prompt": "paid then crashed", "seed": 14}
+    async with Client(server) as client:
+        result = await call(
+            client, "fal_subscribe", {"endpoint_id": "fal-ai/flux/dev", "input": data, "download_dir": "out"}
+        )
+        error = error_of(result)
+        assert error["kind"] == "internal" and error["incident"] and error["request_id"], error
+        assert error["request_id"] in text_of(result) and "a bug in saving" not in text_of(result)
+        again = structured(await call(client, "queue_result", {"request_id": error["request_id"]}))
+    assert again["status"] == "COMPLETED"
+    assert submissions(emulator, "fal-ai/flux/dev", data) == 1
+
+
 async def test_plain_race_never_uploads_the_secret_or_a_file_over_the_cap(settings: Settings, workdir: Path) -> None:
     """The adversarial run's plain race (2-8 in 150 won): a thread keeps replacing the file with a symlink to
     a secret and with a 3 MB file while uploads run under a 100-byte cap. Each upload is refused or sends
