@@ -9,7 +9,7 @@ its RSS is read from ``/proc/<pid>/status`` before and after. Three cases, each 
 - ``closed``: fal-shaped random keys (``<uuid>:<32 hex>``) — each opens a session, calls ``jobs_list``
   (which builds that caller's fal client and ledger view) and DELETEs the session, as clients do;
 - ``held``: fal-shaped random keys that open a session and never close it (the SDK keeps each session's
-  state until it is idle for 30 minutes). The server caps open sessions at 1,000, so this case opens as
+  state until it is idle for 30 minutes). The server caps open sessions (``MAX_SESSIONS``), so this case opens as
   many as fit after the warm-up, then checks that one more is refused (503).
 
     python -m benchmarks.per_user_keys [--keys 1000]

@@ -48,9 +48,10 @@ TOKEN_ENV = "FAL_MCP_HTTP_TOKEN"
 MIN_TOKEN_LENGTH = 16
 WILDCARD_HOSTS = ("", "0.0.0.0", "::", "*")
 SHUTDOWN_GRACE_SECONDS = 3
-# Open MCP sessions at once (the SDK's default is 10,000). Each holds ~40 KiB of SDK state until it is
-# deleted or idle for 30 minutes: 1,000 bounds that at ~40 MiB; past it, new sessions get 503.
-MAX_SESSIONS = 1000
+# Open MCP sessions at once (the SDK's default is 10,000). Each holds 40-50 KiB (SDK session, transport and
+# streams) until it is deleted or idle for 30 minutes: 500 bound what callers that never close their sessions
+# can hold at ~25 MiB (1,000 measured +39 to +49 MiB); past it, new sessions get 503 until some end.
+MAX_SESSIONS = 500
 
 
 def is_loopback(host: str) -> bool:

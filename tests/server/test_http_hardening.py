@@ -29,7 +29,7 @@ import pytest
 from fal_mcp.config import ConfigError
 from fal_mcp.emulator.server import EmulatorServer
 from fal_mcp.fal.auth import plausible_fal_key
-from fal_mcp.server.http import check_exposure
+from fal_mcp.server.http import MAX_SESSIONS, check_exposure
 from tests.server.test_transports import ALICE_KEY, BOB_KEY, HttpServer, key_id_of, server_env
 
 pytestmark = pytest.mark.anyio
@@ -267,6 +267,58 @@ async def test_a_thousand_made_up_keys_neither_grow_the_server_nor_slow_it_down(
     assert last < first * 3 + 0.020, (first, last)
     for key in keys[:50]:
         assert key.split(":")[-1] not in per_user_server.stderr
+
+
+async def test_made_up_keys_that_never_close_their_sessions_are_bounded_too(
+    emulator: EmulatorServer, http: httpx2.AsyncClient, tmp_path: Path
+) -> None:
+    """The attacker's way: 1,000 made-up fal-shaped keys, each opening a session, calling a tool that takes the
+    key to fal, and never closing it. Sessions are capped (MAX_SESSIONS; the rest get 503 at once), so the
+    server grows by < 40 MiB and serves the last accepted key as fast as the first (before: 1,000 open sessions
+    took +49 MiB). Once the attacker's sessions end, a real caller gets in."""
+    server = HttpServer(tmp_path, ["--per-user"], server_env(tmp_path, FAL_MCP_BASE_URL=emulator.base_url))
+    try:
+        pid = server.process.pid
+        for key in bogus_keys(40)[::2]:  # warm up: imports, pools, the ledger
+            await _feed(http, server.url, key)
+        before = rss_mib(pid)
+        opened: list[RawSession] = []
+        accepted: list[float] = []
+        refused = 0
+        with anyio.fail_after(240):
+            for _ in range(1000):
+                session = RawSession(http, server.url, f"{uuid.uuid4()}:{secrets.token_hex(16)}")
+                started = time.perf_counter()
+                params = {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}
+                body = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params}
+                response = await http.post(server.url, json=body, headers=session.headers(session_id=""))
+                if response.status_code == 503:
+                    assert "Too many open sessions" in response.text
+                    refused += 1
+                    continue
+                assert response.status_code == 200, response.text
+                session.session_id = response.headers["mcp-session-id"]
+                args = {"request_id": str(uuid.uuid4()), "endpoint_id": "fal-ai/flux/dev"}
+                called = await session.post(session.tool_call(1, "queue_status", args))
+                assert called.status_code == 200 and "not_found" in called.text, called.text
+                accepted.append(time.perf_counter() - started)
+                opened.append(session)
+        grown = rss_mib(pid) - before
+        first, last = statistics.median(accepted[:100]), statistics.median(accepted[-100:])
+        print(
+            f"\n{len(opened)} sessions kept open, {refused} refused: RSS +{grown:.1f} MiB; "
+            f"first {first * 1000:.1f} ms, last {last * 1000:.1f} ms"
+        )
+        assert len(opened) == MAX_SESSIONS and refused == 1000 - MAX_SESSIONS, (len(opened), refused)
+        assert grown < 40, f"RSS grew {grown:.1f} MiB"
+        assert last < first * 3 + 0.020, (first, last)
+        for session in opened:  # the attacker's sessions end (closed, or idle for 30 minutes) ...
+            assert (await session.delete()).status_code == 200
+        alice = RawSession(http, server.url, ALICE_KEY)  # ... and a real caller gets in again
+        await alice.open()
+        assert (await alice.post(alice.tool_call(1, "jobs_list", {}))).status_code == 200
+    finally:
+        server.stop()
 
 
 def test_only_fal_shaped_keys_are_plausible() -> None:
