@@ -120,8 +120,8 @@ async def test_a_swap_between_check_and_use_never_sends_anything_but_the_checked
     settings: Settings, workdir: Path, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, tool: str, attack: str
 ) -> None:
     """issue 9 #3: the checked file is replaced (by a symlink or hard link to a secret outside the root, by a
-    file over the cap, or a folder above it by a link) between the check and the upload. The secret never
-    reaches the CDN, nothing over the cap is sent, and a model call whose file was swapped is not paid for."""
+    file over the cap, or a folder above it by a link) between the check and the upload. The call is refused:
+    nothing reaches the CDN (the secret least of all), and a model call whose file was swapped is not paid for."""
     target = workdir / "sub" / "pic.png"
     target.parent.mkdir()
     Image.new("RGB", (96, 64), (200, 30, 30)).save(target)
@@ -142,14 +142,12 @@ async def test_a_swap_between_check_and_use_never_sends_anything_but_the_checked
             result = await call(client, "fal_subscribe", {"endpoint_id": endpoint, "input": data})
     assert fired, "the swap did not happen"
     sent = new_cdn_files(emulator, before)
-    assert all(SECRET not in body for body in sent)
-    if result.is_error:  # refused at the open: nothing sent, nothing paid
-        assert error_of(result)["kind"] == "refused", text_of(result)
-        assert "Traceback" not in text_of(result)
-        assert [body for body in sent if body == original] == []
-        assert sum(n for k, n in emulator.state.submissions.items() if k.startswith(endpoint + " ")) == paid
-    else:  # or the very file that was checked
-        assert original in sent, text_of(result)
+    assert all(SECRET not in body for body in sent), "the secret was uploaded"
+    # Refused when the checked descriptor is opened: nothing sent, nothing paid, and said plainly.
+    assert error_of(result)["kind"] == "refused", text_of(result)
+    assert "pic.png" in text_of(result) and "Traceback" not in text_of(result)
+    assert sent == []
+    assert sum(n for k, n in emulator.state.submissions.items() if k.startswith(endpoint + " ")) == paid
 
 
 @pytest.mark.parametrize("tool", ["upload_file", "file-field"])
