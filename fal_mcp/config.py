@@ -255,11 +255,14 @@ class Settings(BaseModel):
         30.0,
         "FAL_MCP_LEDGER_KEEP_DAYS",
         "`30`",
-        "Finished jobs untouched this long leave the ledger (checked at start-up and every 6 h); unfinished ones "
-        "are kept.",
+        "Finished jobs untouched this long leave the ledger (checked at a caller's first call and every 6 h); "
+        "unfinished ones are kept.",
     )
     ledger_keep_jobs: int = _setting(
-        10_000, "FAL_MCP_LEDGER_KEEP_JOBS", "`10000`", "At most this many finished jobs are kept (the newest)."
+        10_000,
+        "FAL_MCP_LEDGER_KEEP_JOBS",
+        "`10000`",
+        "At most this many finished jobs are kept per caller (the newest).",
     )
     cache_dir: Path | None = _setting(
         None, "FAL_MCP_CACHE_DIR", "user cache dir", "Schema/search/price cache (`~/.cache/fal-mcp`)."

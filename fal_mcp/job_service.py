@@ -524,6 +524,19 @@ class JobService:
             await recorded(self.ledger.update_status(request_id, "CANCELLED", error=why), request_id=request_id)
         return value
 
+    # -- retention --------------------------------------------------------------------------------
+    async def prune(self) -> int:
+        """Retention for this caller's finished jobs (``FAL_MCP_LEDGER_KEEP_DAYS`` / ``_KEEP_JOBS``); unfinished
+        ones stay whatever their age, since each may still be settled and stand for a charge. Best effort:
+        a busy ledger is pruned next time."""
+        from fal_mcp.ledger import LedgerError
+
+        try:
+            return await self.ledger.prune(self.settings.ledger_keep_days, self.settings.ledger_keep_jobs)
+        except LedgerError as exc:
+            log.warning("ledger.prune_failed", error=str(exc))
+            return 0
+
     # -- lost answers -----------------------------------------------------------------------------
     async def reconcile(self, started_at: float) -> int:
         """Look each unresolved intent of an earlier process (before ``started_at``) up in fal's request

@@ -879,9 +879,11 @@ class Ledger:
 
     # -- retention --
 
-    async def prune(self, older_than_days: float = 30, keep_jobs: int | None = None) -> int:
+    async def prune(
+        self, older_than_days: float = 30, keep_jobs: int | None = None, *, owner: str | None = None
+    ) -> int:
         """Delete finished rows untouched for ``older_than_days``, and finished rows beyond the newest
-        ``keep_jobs`` (every owner's together); returns how many went.
+        ``keep_jobs`` (``owner``'s, or every owner's together when ``None``); returns how many went.
 
         fal keeps results for 30 days at most, so an older row can no longer be acted upon. Unfinished
         rows (submitting, queued, running, outcome unknown) are kept whatever their age: they may still
@@ -889,18 +891,20 @@ class Ledger:
         """
         finished = sorted(TERMINAL)
 
+        scope, scoped = ("1", ()) if owner is None else ("owner = ?", (owner,))
+
         def delete(conn: sqlite3.Connection, now: float) -> int:
             with _transaction(conn):
                 cursor = conn.execute(
-                    f"DELETE FROM jobs WHERE updated_at < ? AND status IN ({_placeholders(finished)})",
-                    (now - older_than_days * 86400, *finished),
+                    f"DELETE FROM jobs WHERE {scope} AND updated_at < ? AND status IN ({_placeholders(finished)})",
+                    (*scoped, now - older_than_days * 86400, *finished),
                 )
                 removed = cursor.rowcount
                 if keep_jobs is not None:
                     cursor = conn.execute(
-                        f"""DELETE FROM jobs WHERE status IN ({_placeholders(finished)}) AND job_id NOT IN (
-                                SELECT job_id FROM jobs ORDER BY updated_at DESC, rowid DESC LIMIT ?)""",
-                        (*finished, max(int(keep_jobs), 0)),
+                        f"""DELETE FROM jobs WHERE {scope} AND status IN ({_placeholders(finished)}) AND job_id NOT IN (
+                                SELECT job_id FROM jobs WHERE {scope} ORDER BY updated_at DESC, rowid DESC LIMIT ?)""",
+                        (*scoped, *finished, *scoped, max(int(keep_jobs), 0)),
                     )
                     removed += cursor.rowcount
                 conn.execute("DELETE FROM submit_leases WHERE expires_at < ?", (now - 86400,))  # left by dead holders
@@ -1133,6 +1137,9 @@ class OwnedLedger:
     async def get(self, request_id: str) -> JobRecord | None:
         return await self._ledger.get(request_id, self.owner)
 
+    async def prune(self, older_than_days: float, keep_jobs: int) -> int:
+        return await self._ledger.prune(older_than_days, keep_jobs, owner=self.owner)
+
     async def find_reusable(self, endpoint_id: str, input_digest: str, window_seconds: float) -> JobRecord | None:
         return await self._ledger.find_reusable(self.owner, endpoint_id, input_digest, window_seconds)
 
@@ -1202,6 +1209,9 @@ class NoLedger(OwnedLedger):
 
     async def get(self, request_id: str) -> JobRecord | None:
         return None
+
+    async def prune(self, older_than_days: float, keep_jobs: int) -> int:
+        return 0
 
     async def find_reusable(self, endpoint_id: str, input_digest: str, window_seconds: float) -> JobRecord | None:
         return None

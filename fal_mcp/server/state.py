@@ -40,7 +40,7 @@ log = get_logger(__name__)
 
 LOCAL_OWNER = "local"
 LEDGER_RETRY_SECONDS = 5.0  # an unavailable ledger is tried again this often
-PRUNE_EVERY_SECONDS = 6 * 3600.0  # retention runs when the ledger opens, then this often
+PRUNE_EVERY_SECONDS = 6 * 3600.0  # a caller's retention runs on their first call, then this often
 LEDGER_BUSY_TIMEOUT = 5.0  # how long a ledger write waits for another process's lock
 ROOTS_TIMEOUT_SECONDS = 5.0  # how long a client that declared roots may take to answer roots/list
 ROOTS_RETRY_SECONDS = 60.0  # after it did not answer, how long before asking that session again
@@ -71,7 +71,7 @@ class ServerState:
         self._ledger_failure: LedgerError | None = None  # why the ledger could not be opened
         self._ledger_retry_at = 0.0  # monotonic time of the next attempt to open an unavailable ledger
         self._ledger_lock = anyio.Lock()
-        self._prune_at = 0.0  # monotonic time of the next retention pass
+        self._prune_at: dict[str, float] = {}  # owner -> monotonic time of their next retention pass
         self.ledger_notice: str | None = None  # said once in jobs_list: e.g. a damaged file was moved aside
         self.emulator: EmulatorServer | None = None
         self._fetch_client: httpx2.AsyncClient | None = None
@@ -188,7 +188,7 @@ class ServerState:
         """``owner``'s paid jobs on ``fal``: their ledger view, this process's locks and background tasks."""
         from fal_mcp.job_service import JobService
 
-        return JobService(
+        service = JobService(
             fal=fal,
             ledger=await self.ledger_for(owner),
             settings=self.settings,
@@ -197,6 +197,10 @@ class ServerState:
             locks=self.submit_locks,
             background=self.background,
         )
+        if service.ledger.available and time.monotonic() >= self._prune_at.get(owner, 0.0):
+            self._prune_at[owner] = time.monotonic() + PRUNE_EVERY_SECONDS  # on first use, then this often
+            await service.prune()
+        return service
 
     # -- ledger ----------------------------------------------------------------------------------
     async def ledger(self) -> Ledger | None:
@@ -210,19 +214,7 @@ class ServerState:
             async with self._ledger_lock:
                 if self._ledger is None and time.monotonic() >= self._ledger_retry_at:
                     await self._open_ledger()
-        if self._ledger is not None and time.monotonic() >= self._prune_at:
-            self._prune_at = time.monotonic() + PRUNE_EVERY_SECONDS
-            await self._prune(self._ledger)
         return self._ledger
-
-    async def _prune(self, ledger: Ledger) -> None:
-        """Retention (FAL_MCP_LEDGER_KEEP_DAYS / _KEEP_JOBS), best effort: a busy ledger is pruned next time."""
-        from fal_mcp.ledger import LedgerError
-
-        try:
-            await ledger.prune(self.settings.ledger_keep_days, keep_jobs=self.settings.ledger_keep_jobs)
-        except LedgerError as exc:
-            log.warning("ledger.prune_failed", error=str(exc))
 
     async def _open_ledger(self) -> None:
         from fal_mcp.ledger import Ledger, LedgerError, default_ledger_path

@@ -39,3 +39,16 @@ async def test_the_server_prunes_old_and_surplus_finished_jobs(settings: Setting
     # 40-day-old finished: gone (age); 3-day-old finished: gone (only the 2 newest finished are kept);
     # the 40-day-old unfinished job stays.
     assert sorted(j["request_id"] for j in jobs) == ["req-00001-in_queue", "req-00003-failed", "req-00004-completed"]
+
+
+async def test_retention_counts_each_callers_jobs_and_leaves_other_callers_alone(settings: Settings) -> None:
+    """FAL_MCP_LEDGER_KEEP_JOBS is per caller: one busy per-user caller never pushes out another's history."""
+    async with await anyio.to_thread.run_sync(Ledger.open, settings.ledger_path) as ledger:
+        for owner in ("alice", "bob"):
+            for n in range(4):
+                intent = await ledger.record_intent("fal-ai/flux/dev", owner, {"prompt": f"{owner}{n}"}, "fal_run")
+                await ledger.attach_request_id(intent, f"req-{owner}-{n}", status="COMPLETED")
+        assert await ledger.prune(keep_jobs=2, owner="alice") == 2
+        left = sorted([r.request_id or "" for r in await ledger.list("alice", limit=10)])
+        left += sorted([r.request_id or "" for r in await ledger.list("bob", limit=10)])
+    assert left == ["req-alice-2", "req-alice-3", "req-bob-0", "req-bob-1", "req-bob-2", "req-bob-3"]

@@ -26,7 +26,7 @@ from fal_mcp.server.spending import (
     plan_paid,
     spend_note,
 )
-from fal_mcp.server.state import ServerState, fal_of
+from fal_mcp.server.state import fal_of
 
 PAID = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
@@ -278,9 +278,8 @@ async def jobs_list(
     limit: Annotated[int, Field(ge=1, le=200)] = 20,
 ) -> JobsListOutput:
     """Jobs you submitted (newest first) with their last known state, from the local ledger."""
-    state: ServerState = ctx.request_context.lifespan_context  # type: ignore[assignment]
-    _fal, owner = await state.fal_for(ctx)
-    ledger = await state.ledger_for(owner)
+    call = await Call.start(ctx, "jobs_list")
+    state, ledger = call.state, call.ledger
     if not ledger.available:
         return JobsListOutput(jobs=[], ledger=f"the job ledger is unavailable: {ledger.error}")
     notice, state.ledger_notice = state.ledger_notice, None
