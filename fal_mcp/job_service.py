@@ -3,7 +3,7 @@
 A :class:`JobService` is one caller's jobs: their fal client, their view of the ledger, the settings
 and a progress sink. Every paid request is recorded through it — :meth:`JobService.reuse_or_submit` and
 :meth:`JobService.submit` (queue; the only place a queue submit is sent), :meth:`JobService.run`
-(direct run), :meth:`JobService.direct` (stream, realtime). Whether a call may pay at all is the spend
+(direct run), :meth:`JobService.stream` and :meth:`JobService.realtime`. Whether a call may pay at all is the spend
 gate's answer (``fal_mcp.spend`` decides, ``fal_mcp.server.spending`` asks the user): every paying
 method takes it as its ``authorize`` step and calls it before anything is recorded or sent.
 The rules kept here:
@@ -20,11 +20,12 @@ The MCP tools (``fal_mcp.server.tools``) only parse arguments, call this and sha
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -127,6 +128,55 @@ def steps_in(text: str) -> tuple[float, float] | None:
     if percent and 0 <= float(percent.group(1)) <= 100:
         return float(percent.group(1)), 100.0
     return None
+
+
+@dataclass
+class Streamed:
+    """What a streaming run sent: its last event (the final output) and how many there were."""
+
+    last: Any = None
+    events: int = 0
+
+
+def _partial_text(event: Any) -> str:
+    """A short, readable rendering of one streamed event for a progress message."""
+    if isinstance(event, dict):
+        for key in ("output", "text", "delta", "partial_output"):
+            if isinstance(event.get(key), str):
+                text = event[key].strip().replace("\n", " ")
+                return text[-200:] if len(text) > 200 else text
+    rendered = json.dumps(event, ensure_ascii=False, default=str)
+    return rendered[:200]
+
+
+def _stream_steps(event: Any) -> tuple[float, float] | None:
+    """(done, total) when a streamed event says how far it is: ``step``/``total_steps``-style fields or a
+    ``progress`` fraction. An LLM's partial text says nothing of its length, so it gets no total."""
+    if not isinstance(event, dict):
+        return None
+    number = (int, float)
+    done = next((event[k] for k in ("step", "current_step", "completed") if isinstance(event.get(k), number)), None)
+    total = next((event[k] for k in ("total_steps", "steps", "total") if isinstance(event.get(k), number)), None)
+    if done is not None and total and 0 <= done <= total:
+        return float(done), float(total)
+    fraction = event.get("progress")
+    if isinstance(fraction, number) and not isinstance(fraction, bool) and 0 <= fraction <= 1:
+        return float(fraction) * 100, 100.0
+    return None
+
+
+@contextmanager
+def _no_such_mode(endpoint: str, mode: str) -> Iterator[None]:
+    """fal's 404 here usually means the model exists but has no ``mode`` endpoint: say so, and what to use."""
+    try:
+        yield
+    except fe.NotFoundError as exc:
+        raise ToolFailure(
+            f"{endpoint} has no {mode} endpoint, or no such model exists: {exc.message}",
+            kind="not_found",
+            request_id=exc.request_id,
+            next_step="Run this model with fal_subscribe (or fal_run); model_schema shows whether it exists.",
+        ) from exc
 
 
 def parse_endpoint(endpoint_id: str) -> str:
@@ -353,35 +403,22 @@ class JobService:
         log.warning("job.submit_outcome_unknown", tool=self.tool, endpoint_id=endpoint_id, job_id=intent)
         return outcome_unknown_failure(exc, intent, checking)
 
-    async def run(
-        self,
-        endpoint_id: str,
-        run: Callable[[dict[str, Any]], Awaitable[RunResult]],
-        *,
-        authorize: Authorize,
-        cost_estimate_usd: float | None = None,
-    ) -> RunResult:
+    async def run(self, endpoint_id: str, *, authorize: Authorize, cost_estimate_usd: float | None = None) -> RunResult:
         """A direct run is a paid job too: authorized, then recorded so jobs_list shows it (no resume: fal
         can't resume runs)."""
         data = await authorize()
         await self.progress.report(f"running {endpoint_id}")
         async with self.progress.heartbeat():
-            return await self._run(endpoint_id, data, run, cost_estimate_usd)
+            return await self._run(endpoint_id, data, cost_estimate_usd)
 
-    async def _run(
-        self,
-        endpoint_id: str,
-        data: dict[str, Any],
-        run: Callable[[dict[str, Any]], Awaitable[RunResult]],
-        cost_estimate_usd: float | None,
-    ) -> RunResult:
+    async def _run(self, endpoint_id: str, data: dict[str, Any], cost_estimate_usd: float | None) -> RunResult:
         from fal_mcp.fal.queue import may_have_reached_fal
         from fal_mcp.ledger import extract_result_urls
 
         ledger = self.ledger
         intent = await ledger.record_intent(endpoint_id, data, self.tool, cost_estimate_usd=cost_estimate_usd)
         try:
-            result = await run(data)
+            result = await self.fal.runs.run(endpoint_id, data, **self.settings.privacy_options())
         except BaseException as exc:
             maybe_ran = isinstance(exc, fe.FalError) and may_have_reached_fal(exc)
             reason = getattr(exc, "message", None) or type(exc).__name__
@@ -407,9 +444,36 @@ class JobService:
             )
         return result
 
-    @asynccontextmanager
-    async def direct(
+    async def stream(self, endpoint_id: str, *, authorize: Authorize, cost_estimate_usd: float | None) -> Streamed:
+        """Run a streaming model: each partial output goes out as progress; returns the last one."""
+        streamed = Streamed()
+        async with self._direct(endpoint_id, authorize, cost_estimate_usd) as data, self.progress.heartbeat():
+            with _no_such_mode(endpoint_id, "streaming"):
+                async for event in self.fal.runs.stream(endpoint_id, data, **self.settings.privacy_options()):
+                    streamed.events += 1
+                    streamed.last = event
+                    await self.progress.report(_partial_text(event), steps=_stream_steps(event))
+            if streamed.events == 0:
+                raise ToolFailure(f"{endpoint_id} closed its stream without any output", kind="fal_error")
+        return streamed
+
+    async def realtime(
         self, endpoint_id: str, *, authorize: Authorize, cost_estimate_usd: float | None
+    ) -> list[dict[str, Any]]:
+        """Send every authorized input over one realtime WebSocket connection; outputs in order, each reported."""
+        async with self._direct(endpoint_id, authorize, cost_estimate_usd) as inputs:
+
+            async def received(done: int, _output: dict[str, Any]) -> None:
+                await self.progress.report(f"output {done}/{len(inputs)}", steps=(done, len(inputs)))
+
+            await self.progress.report(f"connecting to {endpoint_id} (realtime)")
+            async with self.progress.heartbeat():
+                with _no_such_mode(endpoint_id, "realtime"):
+                    return await self.fal.realtime.run_many(endpoint_id, inputs, on_output=received)
+
+    @asynccontextmanager
+    async def _direct(
+        self, endpoint_id: str, authorize: Authorize, cost_estimate_usd: float | None
     ) -> AsyncIterator[Any]:
         """A stream or realtime call fal gives no request id for: authorized, then on the ledger (jobs_list,
         budgets) all the same. Yields the input(s) to send."""

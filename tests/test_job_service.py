@@ -30,15 +30,17 @@ def test_the_job_service_imports_no_mcp() -> None:
     assert out.stdout.strip() == "[]", out.stdout
 
 
-def test_queue_submits_are_sent_only_by_the_job_service() -> None:
-    """Every queue submit goes through JobService.submit (ledger intent first, one lock, one lease)."""
+@pytest.mark.parametrize("send", [".queue.submit(", ".runs.run(", ".runs.stream(", ".realtime.run_many("])
+def test_paid_requests_are_sent_only_by_the_job_service(send: str) -> None:
+    """Every paid request — queue submit, direct run, stream, realtime — goes through the JobService
+    (authorized first, ledger intent before it leaves); the MCP tools never call fal's paid APIs themselves."""
     import fal_mcp
 
     package = Path(fal_mcp.__file__).parent
     senders = sorted(
         str(path.relative_to(package))
         for path in package.rglob("*.py")
-        if "emulator" not in path.parts and ".queue.submit(" in path.read_text()
+        if "emulator" not in path.parts and send in path.read_text()
     )
     assert senders == ["job_service.py"]
 
@@ -120,3 +122,45 @@ async def test_without_a_ledger_the_service_still_runs_the_job(emulator: Emulato
         handle = await jobs.submit(SLOW, authorize=lambda: _ready(data))
         assert (await jobs.wait(SLOW, handle.request_id, 30)).done
         assert isinstance(await jobs.result(SLOW, handle.request_id), dict)
+
+
+class Recorded:
+    """Progress that keeps what it was told."""
+
+    steps: tuple[float, float] | None = None
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    async def report(self, message: str, *, steps: tuple[float, float] | None = None) -> None:
+        self.messages.append(message)
+
+    def heartbeat(self) -> Any:
+        return Silent().heartbeat()
+
+
+@pytest.mark.anyio
+async def test_stream_and_realtime_run_through_the_service_and_land_on_the_ledger(
+    emulator: EmulatorServer, ledger: Ledger
+) -> None:
+    """No MCP around: the service authorizes, sends, reports each partial or output, and records the call."""
+    progress = Recorded()
+    story = {"prompt": "tell me a story", "model": "google/gemini-2.5-flash"}
+    frames = [{"prompt": "a red cube", "seed": 1}, {"prompt": "a cat", "seed": 2}]
+    async with make_client(emulator) as fal:
+        jobs = service(emulator, ledger, SubmitLocks(), fal)
+        jobs.progress = progress
+        streamed = await jobs.stream("openrouter/router", authorize=lambda: _ready(story), cost_estimate_usd=None)
+        assert streamed.events >= 2 and streamed.last["partial"] is False and streamed.last["output"]
+        told = len(progress.messages)
+        assert told >= streamed.events
+        outputs = await jobs.realtime(
+            "fal-ai/fast-lcm-diffusion", authorize=lambda: _ready(frames), cost_estimate_usd=0.002
+        )
+        assert [o.get("seed") for o in outputs] == [1, 2]
+        assert progress.messages[told:][-2:] == ["output 1/2", "output 2/2"]
+    records = await owned_ledger(ledger, "alice").list()
+    assert sorted((r.endpoint_id, r.status) for r in records) == [
+        ("fal-ai/fast-lcm-diffusion", "COMPLETED"),
+        ("openrouter/router", "COMPLETED"),
+    ]

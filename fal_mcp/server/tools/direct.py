@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
-from fal_mcp.fal import errors as fe
 from fal_mcp.job_service import parse_endpoint
 from fal_mcp.server import results
 from fal_mcp.server.errors import ToolFailure, tool_errors
@@ -23,47 +19,6 @@ PAID = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_
 EndpointArg = Annotated[str, Field(description="Model endpoint id, e.g. fal-ai/flux/dev")]
 InputArg = Annotated[dict[str, Any], Field(description="The model's input fields (see model_schema)")]
 MAX_REALTIME_INPUTS = 64
-
-
-def _partial_text(event: Any) -> str:
-    """A short, readable rendering of one streamed event for a progress message."""
-    if isinstance(event, dict):
-        for key in ("output", "text", "delta", "partial_output"):
-            if isinstance(event.get(key), str):
-                text = event[key].strip().replace("\n", " ")
-                return text[-200:] if len(text) > 200 else text
-    rendered = json.dumps(event, ensure_ascii=False, default=str)
-    return rendered[:200]
-
-
-def _stream_steps(event: Any) -> tuple[float, float] | None:
-    """(done, total) when a streamed event says how far it is: ``step``/``total_steps``-style fields or a
-    ``progress`` fraction. An LLM's partial text says nothing of its length, so it gets no total."""
-    if not isinstance(event, dict):
-        return None
-    number = (int, float)
-    done = next((event[k] for k in ("step", "current_step", "completed") if isinstance(event.get(k), number)), None)
-    total = next((event[k] for k in ("total_steps", "steps", "total") if isinstance(event.get(k), number)), None)
-    if done is not None and total and 0 <= done <= total:
-        return float(done), float(total)
-    fraction = event.get("progress")
-    if isinstance(fraction, number) and not isinstance(fraction, bool) and 0 <= fraction <= 1:
-        return float(fraction) * 100, 100.0
-    return None
-
-
-@contextmanager
-def _no_such_mode(endpoint: str, mode: str) -> Iterator[None]:
-    """fal's 404 here usually means the model exists but has no ``mode`` endpoint: say so, and what to use."""
-    try:
-        yield
-    except fe.NotFoundError as exc:
-        raise ToolFailure(
-            f"{endpoint} has no {mode} endpoint, or no such model exists: {exc.message}",
-            kind="not_found",
-            request_id=exc.request_id,
-            next_step="Run this model with fal_subscribe (or fal_run); model_schema shows whether it exists.",
-        ) from exc
 
 
 @tool_errors
@@ -79,21 +34,16 @@ async def fal_run(
     endpoint = parse_endpoint(endpoint_id)
     call = await Call.start(ctx, "fal_run")
     plan = await plan_paid(call, endpoint, [input], roots=await call.state.roots(ctx))
-    prepared = plan.inputs[0]
-
-    run = await call.jobs.run(
-        endpoint,
-        lambda data: call.fal.runs.run(endpoint, data, **call.state.settings.privacy_options()),
-        authorize=authorizer(call, plan, approval, confirm_token),
-        cost_estimate_usd=prepared.cost_estimate_usd,
-    )
+    cost = plan.inputs[0].cost_estimate_usd
+    authorize = authorizer(call, plan, approval, confirm_token)
+    run = await call.jobs.run(endpoint, authorize=authorize, cost_estimate_usd=cost)
     job = JobOutput(
         status="COMPLETED",
         endpoint_id=endpoint,
         request_id=run.request_id,
         output=run.data,
         elapsed_seconds=call.elapsed(),
-        cost_estimate_usd=prepared.cost_estimate_usd,
+        cost_estimate_usd=cost,
         spend=spend_note(call, plan),
     )
     return await results.job_result(call, job)
@@ -112,30 +62,16 @@ async def fal_stream(
     endpoint = parse_endpoint(endpoint_id)
     call = await Call.start(ctx, "fal_stream")
     plan = await plan_paid(call, endpoint, [input], roots=await call.state.roots(ctx))
-    prepared = plan.inputs[0]
-    last: Any = None
-    count = 0
-    cost = prepared.cost_estimate_usd
+    cost = plan.inputs[0].cost_estimate_usd
     authorize = authorizer(call, plan, approval, confirm_token)
-    async with (
-        call.jobs.direct(endpoint, authorize=authorize, cost_estimate_usd=cost) as data,
-        call.reporter.heartbeat(),
-    ):
-        with _no_such_mode(endpoint, "streaming"):
-            privacy = call.state.settings.privacy_options()
-            async for event in call.fal.runs.stream(endpoint, data, **privacy):
-                count += 1
-                last = event
-                await call.reporter.report(_partial_text(event), steps=_stream_steps(event))
-    if count == 0:
-        raise ToolFailure(f"{endpoint} closed its stream without any output", kind="fal_error")
+    streamed = await call.jobs.stream(endpoint, authorize=authorize, cost_estimate_usd=cost)
     return results.stream_result(
         call,
         StreamOutput(
             endpoint_id=endpoint,
-            output=last,
-            events=count,
-            files=results.find_files(last),
+            output=streamed.last,
+            events=streamed.events,
+            files=results.find_files(streamed.last),
             cost_estimate_usd=cost,
             spend=spend_note(call, plan),
         ),
@@ -158,18 +94,9 @@ async def fal_realtime(
     call = await Call.start(ctx, "fal_realtime")
     # Limits, budgets and approval hold for the call: the sum over every input, before the connection opens.
     plan = await plan_paid(call, endpoint, inputs, roots=await call.state.roots(ctx))
-    prepared = plan.inputs
-
-    async def received(done: int, _output: dict[str, Any]) -> None:
-        await call.reporter.report(f"output {done}/{len(prepared)}", steps=(done, len(prepared)))
-
     cost = plan.quote.usd
     authorize = authorizer(call, plan, approval, confirm_token, many=True)
-    async with call.jobs.direct(endpoint, authorize=authorize, cost_estimate_usd=cost) as data:
-        await call.reporter.report(f"connecting to {endpoint} (realtime)")
-        async with call.reporter.heartbeat():
-            with _no_such_mode(endpoint, "realtime"):
-                outputs = await call.fal.realtime.run_many(endpoint, data, on_output=received)
+    outputs = await call.jobs.realtime(endpoint, authorize=authorize, cost_estimate_usd=cost)
     files = [f for out in outputs for f in results.find_files(out)]
     return RealtimeOutput(
         endpoint_id=endpoint,
