@@ -112,21 +112,31 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"fal-mcp: {exc}", file=sys.stderr)
         return 2
-    if args.transport == "http":
-        from fal_mcp.server.http import run_http
+    local_fal = None
+    if settings.local:  # ours to stop; it boots when a tool first needs fal
+        from fal_mcp.emulator.embedded import EmbeddedEmulator
 
-        return run_http(
-            settings,
-            host=args.host,
-            port=args.port,
-            per_user=args.per_user,
-            token=settings.http_token,
-            allowed_hosts=args.allowed_host,
-        )
-    from fal_mcp.server.app import build_server
-    from fal_mcp.server.stdio import run_stdio
+        local_fal = EmbeddedEmulator(time_scale=settings.emulator_time_scale)
+    try:
+        if args.transport == "http":
+            from fal_mcp.server.http import run_http
 
-    return run_stdio(build_server(settings))
+            return run_http(
+                settings,
+                host=args.host,
+                port=args.port,
+                per_user=args.per_user,
+                token=settings.http_token,
+                allowed_hosts=args.allowed_host,
+                local_fal=local_fal,
+            )
+        from fal_mcp.server.app import build_server
+        from fal_mcp.server.stdio import run_stdio
+
+        return run_stdio(build_server(settings, local_fal=local_fal))
+    finally:
+        if local_fal is not None:
+            local_fal.stop()
 
 
 def _run_own_options_command(parser: argparse.ArgumentParser, args: argparse.Namespace, rest: list[str]) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from mcp.server.mcpserver import MCPServer
@@ -15,6 +15,9 @@ from fal_mcp import __version__
 from fal_mcp.config import Settings
 from fal_mcp.fal.auth import FalCredentials, optional_credentials
 from fal_mcp.server.state import ServerState
+
+if TYPE_CHECKING:
+    from fal_mcp.emulator.embedded import EmbeddedEmulator
 
 SERVER_NAME = "fal"
 
@@ -185,9 +188,14 @@ def build_server(
     credentials: FalCredentials | None = None,
     per_user: bool = False,
     fal_client: Any = None,
+    local_fal: EmbeddedEmulator | None = None,
 ) -> FalMCPServer:
-    """Create the server. Credentials come from ``env`` (default: the process environment) unless given."""
+    """Create the server. Credentials come from ``env`` (default: the process environment) unless given.
+
+    ``local_fal`` is the emulator ``--local`` serves against (the CLI starts and stops it)."""
     settings = settings or Settings.from_env(env)
+    if settings.local and local_fal is None and fal_client is None:
+        raise ValueError("--local serves against an embedded emulator: pass local_fal (the CLI starts one)")
     reason: str | None = None
     if credentials is None and not per_user:
         credentials, reason = optional_credentials(env)
@@ -200,6 +208,7 @@ def build_server(
             not_configured_reason=reason,
             fal_client=fal_client,
             per_user=per_user,
+            local_fal=local_fal,
         )
         try:
             async with anyio.create_task_group() as background:

@@ -21,7 +21,7 @@ import ipaddress
 import socket
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -39,6 +39,9 @@ from fal_mcp.fal.auth import header_safe, plausible_fal_key
 from fal_mcp.log import get_logger
 from fal_mcp.redact import register_secret, remember_caller_secret
 from fal_mcp.server.state import FAL_KEY_HEADER, caller_owner, fal_key_from_headers
+
+if TYPE_CHECKING:
+    from fal_mcp.emulator.embedded import EmbeddedEmulator
 
 log = get_logger(__name__)
 
@@ -204,6 +207,7 @@ def build_http_app(
     host: str = "127.0.0.1",
     allowed_hosts: list[str] | None = None,
     env: Mapping[str, str] | None = None,
+    local_fal: EmbeddedEmulator | None = None,
 ) -> Starlette:
     """The streamable HTTP app at ``/mcp`` (SSE responses, so progress streams) plus ``/healthz``.
 
@@ -215,7 +219,7 @@ def build_http_app(
     check_exposure(host, token=token, per_user=per_user)
     if token is not None:
         register_secret(token)
-    server = build_server(settings, env=env, per_user=per_user)
+    server = build_server(settings, env=env, per_user=per_user, local_fal=local_fal)
     server.custom_route(HEALTH_PATH, methods=["GET"])(_healthz)
     app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
@@ -271,10 +275,13 @@ def run_http(
     per_user: bool = False,
     token: str | None = None,
     allowed_hosts: list[str] | None = None,
+    local_fal: EmbeddedEmulator | None = None,
 ) -> int:
     """Serve until interrupted; the exit code: 0 after a clean shutdown, 2 for a refused configuration."""
     try:
-        app = build_http_app(settings, per_user=per_user, token=token, host=host, allowed_hosts=allowed_hosts)
+        app = build_http_app(
+            settings, per_user=per_user, token=token, host=host, allowed_hosts=allowed_hosts, local_fal=local_fal
+        )
         sock = _bind(host, port)
     except ConfigError as exc:
         return _refuse(str(exc))

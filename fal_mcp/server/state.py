@@ -1,7 +1,8 @@
 """What the server's lifespan owns: the fal client (one pooled HTTP client), the ledger, the settings.
 
 Both are created on first use, not at start-up, so the first ``tools/list`` answers as fast as a bare
-server; and the embedded emulator of ``--local`` starts only when a tool first needs fal.
+server. With ``--local`` the CLI owns the embedded emulator; the first tool that needs fal asks it where
+it listens (which boots it).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup
     from mcp.server.mcpserver import Context
 
-    from fal_mcp.emulator.server import EmulatorServer
+    from fal_mcp.emulator.embedded import EmbeddedEmulator
     from fal_mcp.fal.client import FalClient
     from fal_mcp.job_service import JobService, Progress
     from fal_mcp.ledger import Ledger, LedgerError, OwnedLedger
@@ -58,6 +59,7 @@ class ServerState:
         not_configured_reason: str | None = None,
         fal_client: FalClient | None = None,
         per_user: bool = False,
+        local_fal: EmbeddedEmulator | None = None,
     ) -> None:
         self.settings = settings
         self.credentials = credentials
@@ -73,7 +75,7 @@ class ServerState:
         self._ledger_lock = anyio.Lock()
         self._prune_at: dict[str, float] = {}  # owner -> monotonic time of their next retention pass
         self.ledger_notice: str | None = None  # said once in jobs_list: e.g. a damaged file was moved aside
-        self.emulator: EmulatorServer | None = None
+        self.local_fal = local_fal  # --local: the emulator the CLI started (and stops)
         self._fetch_client: httpx2.AsyncClient | None = None
         self.started_at = time.time()
         self.background: TaskGroup | None = None  # set by the lifespan; runs reconciliation
@@ -99,15 +101,16 @@ class ServerState:
 
         settings = self.settings
         hosts, credentials, verify = settings.hosts, self.credentials, tls_verify(settings.ca_file)
-        if settings.local:
-            from fal_mcp.emulator.config import EmulatorConfig
-            from fal_mcp.emulator.server import EmulatorServer
+        if self.local_fal is not None:
+            try:
+                base_url = await self.local_fal.base_url()
+            except RuntimeError as exc:
+                from fal_mcp.fal.errors import NotConfiguredError
 
-            config = EmulatorConfig(time_scale=settings.emulator_time_scale)
-            self.emulator = await anyio.to_thread.run_sync(lambda: EmulatorServer(config).start())
-            hosts = FalHosts.for_base_url(self.emulator.base_url)
+                raise NotConfiguredError(f"--local: {exc}; its error is on the server's stderr") from exc
+            hosts = FalHosts.for_base_url(base_url)
             credentials = credentials or credentials_from_key(LOCAL_EMULATOR_KEY, source="--local")
-            log.info("local.emulator.started", base_url=self.emulator.base_url)
+            log.info("local.emulator.ready", base_url=base_url)
         return FalClient(
             credentials=credentials,
             hosts=hosts,
@@ -264,9 +267,6 @@ class ServerState:
                 await self._fetch_client.aclose()
             if self._ledger is not None:
                 await self._ledger.close()
-            if self.emulator is not None:
-                emulator, self.emulator = self.emulator, None
-                await anyio.to_thread.run_sync(emulator.stop)
 
 
 FAL_AI = "fal.ai"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fal_mcp.config import Settings
+from fal_mcp.emulator.embedded import EmbeddedEmulator
 from fal_mcp.emulator.server import EmulatorServer
 from fal_mcp.fal.auth import credentials_from_key
 from fal_mcp.fal.hosts import FalHosts
@@ -61,6 +62,7 @@ def owner_of(settings: Settings) -> str:
     return ledger_owner(LOCAL_OWNER, settings.hosts)
 
 
-def make_server(settings: Settings, **updates: object) -> FalMCPServer:
+def make_server(settings: Settings, *, local_fal: EmbeddedEmulator | None = None, **updates: object) -> FalMCPServer:
     """A server with some settings changed, using the test key."""
-    return build_server(settings.model_copy(update=updates), credentials=credentials_from_key(TEST_KEY, source="test"))
+    changed = settings.model_copy(update=updates)
+    return build_server(changed, credentials=credentials_from_key(TEST_KEY, source="test"), local_fal=local_fal)

@@ -11,6 +11,7 @@ import pytest
 from mcp import Client
 
 from fal_mcp.config import Settings
+from fal_mcp.emulator.embedded import EmbeddedEmulator
 from fal_mcp.emulator.server import EmulatorServer
 from fal_mcp.fal.hosts import FalHosts
 from fal_mcp.ledger import Ledger
@@ -32,10 +33,16 @@ def test_real_fal_keeps_the_plain_owner_and_others_are_namespaced() -> None:
 
 
 async def subscribe(settings: Settings, data: dict[str, object]) -> dict[str, object]:
-    async with Client(make_server(settings)) as client:
-        result = await call(client, "fal_subscribe", {"endpoint_id": MODEL, "input": data})
-        assert not result.is_error, text_of(result)
-        return structured(result)
+    """One server process's call; a ``--local`` one runs on its own embedded emulator, as the CLI gives it."""
+    local_fal = EmbeddedEmulator(time_scale=settings.emulator_time_scale) if settings.local else None
+    try:
+        async with Client(make_server(settings, local_fal=local_fal)) as client:
+            result = await call(client, "fal_subscribe", {"endpoint_id": MODEL, "input": data})
+            assert not result.is_error, text_of(result)
+            return structured(result)
+    finally:
+        if local_fal is not None:
+            local_fal.stop()
 
 
 async def listed(settings: Settings) -> list[dict[str, object]]:

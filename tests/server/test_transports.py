@@ -255,7 +255,7 @@ async def test_stdio_stdout_carries_only_json_rpc_and_stderr_only_json_logs(tmp_
     logs = json_lines(stderr.decode("utf-8"))
     assert logs, "expected log lines on stderr"
     assert all({"event", "level", "timestamp"} <= set(entry) for entry in logs), logs
-    assert any(entry["event"] == "local.emulator.started" for entry in logs)
+    assert any(entry["event"] == "local.emulator.ready" for entry in logs)
 
 
 # -- streamable HTTP ---------------------------------------------------------------------------------
