@@ -32,6 +32,7 @@ import fal_mcp
 from fal_mcp.config import Settings
 from fal_mcp.ledger import default_ledger_path
 from fal_mcp.server.app import build_server
+from fal_mcp.spend import PAYING_TOOLS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = ROOT / "tests" / "schemas" / "server.schema.2025-12-11.json"
@@ -567,8 +568,10 @@ def test_skill_frontmatter_follows_the_agent_skills_spec(skill: Path) -> None:
             assert entry.startswith(PLUGIN_PREFIX), entry
             tool = tools().get(entry.removeprefix(PLUGIN_PREFIX))
             assert tool is not None, f"{entry} is not a tool of this server"
-            # Pre-approval is for lookups only: nothing that spends the user's money runs unasked.
-            assert tool.annotations is not None and tool.annotations.read_only_hint is True, entry
+            # Pre-approval never covers spending the user's money or destroying anything. queue_result is
+            # allowed: it fetches a job already paid for (and saves files only where download_dir says).
+            assert entry.removeprefix(PLUGIN_PREFIX) not in PAYING_TOOLS, entry
+            assert tool.annotations is not None and tool.annotations.destructive_hint is False, entry
 
 
 def test_skills_name_only_real_tools_and_arguments() -> None:

@@ -48,7 +48,7 @@ EXPECTED = {
     "upload_file": {"path", "url", "data", "content_type", "file_name"},
     "jobs_list": {"status", "endpoint_id", "limit"},
 }
-READ_ONLY = {"model_search", "model_schema", "queue_status", "queue_result", "jobs_list"}
+READ_ONLY = {"model_search", "model_schema", "queue_status", "jobs_list"}
 PLUGIN_PREFIX = "mcp__plugin_fal_fal__"
 
 
@@ -70,6 +70,27 @@ async def test_tool_names_arguments_and_schemas(server: FalMCPServer, mode: str)
         assert annotations.destructive_hint is (name == "queue_cancel"), name
         assert annotations.open_world_hint is (name != "jobs_list"), name
         assert "title" not in json.dumps(schema["properties"]), "pydantic titles should be compacted away"
+
+
+async def test_a_tool_that_writes_files_is_not_annotated_read_only(server: FalMCPServer, workdir) -> None:
+    """Hosts skip approval for read-only tools; download_dir writes files, so no tool taking it may claim that.
+
+    Checked by behaviour (queue_result really writes into download_dir) and as a rule over the whole list.
+    """
+    async with Client(server) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        submitted = await client.call_tool("queue_submit", {"endpoint_id": "fal-ai/flux/dev", "input": {"prompt": "x"}})
+        request_id = submitted.structured_content["request_id"]
+        result = await client.call_tool("queue_result", {"request_id": request_id, "download_dir": "saved"})
+    assert not result.is_error
+    assert any((workdir / "saved").iterdir()), "queue_result wrote files"
+    writers = {name for name, tool in tools.items() if "download_dir" in tool.input_schema["properties"]}
+    assert writers == {"fal_subscribe", "queue_result"}
+    for name in writers:
+        hints = tools[name].annotations
+        assert hints is not None and hints.read_only_hint is False, name
+        # saving never overwrites (a second call saves another copy): not destructive, not idempotent
+        assert hints.destructive_hint is False and hints.idempotent_hint is False, name
 
 
 async def test_what_the_model_reads_fits_in_8_kb(server: FalMCPServer) -> None:

@@ -31,6 +31,8 @@ from fal_mcp.server.state import fal_of
 PAID = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=True)
 CANCEL = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True)
+# queue_result saves files when given download_dir (never overwriting: a repeat saves another copy).
+SAVES_FILES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 LOCAL_READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
 EndpointArg = Annotated[str, Field(description="Model endpoint id, e.g. fal-ai/flux/dev")]
@@ -309,6 +311,6 @@ def register(server: MCPServer) -> None:
     server.add_tool(fal_subscribe, title="Run a fal model (wait with progress)", annotations=PAID)
     server.add_tool(queue_submit, title="Queue a fal job", annotations=PAID)
     server.add_tool(queue_status, title="fal job status", annotations=READ)
-    server.add_tool(queue_result, title="fal job result", annotations=READ)
+    server.add_tool(queue_result, title="fal job result", annotations=SAVES_FILES)
     server.add_tool(queue_cancel, title="Cancel a fal job", annotations=CANCEL)
     server.add_tool(jobs_list, title="Your fal jobs", annotations=LOCAL_READ)
