@@ -362,7 +362,7 @@ class QueueEngine:
 
 
 def _cancelled() -> Outcome:
-    return Outcome.from_error(request_error("client_cancelled", "Request was cancelled by the client"))
+    return Outcome.from_error(request_error("client_cancelled", "Request cancelled by the client."))
 
 
 def _wants_logs(request: Request) -> bool:

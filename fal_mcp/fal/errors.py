@@ -216,6 +216,11 @@ _BY_ERROR_TYPE: dict[str, type[FalAPIError]] = {
 }
 
 
+def is_cancellation(error_type: str | None) -> bool:
+    """A request error type that means the request was cancelled (``client_cancelled``), not that it failed."""
+    return error_type is not None and _BY_ERROR_TYPE.get(error_type) is RequestCancelledError
+
+
 def _parse_field_errors(detail: Any) -> list[FieldError]:
     if isinstance(detail, str):
         return [FieldError(loc=("body",), msg=detail)]

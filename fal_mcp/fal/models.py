@@ -76,6 +76,13 @@ class QueueStatus(_Frozen):
     def failed(self) -> bool:
         return self.completed and (self.error is not None or self.error_type is not None)
 
+    @property
+    def cancelled(self) -> bool:
+        """Finished because it was cancelled: fal reports that as ``COMPLETED`` with ``client_cancelled``."""
+        from fal_mcp.fal.errors import is_cancellation
+
+        return self.completed and is_cancellation(self.error_type)
+
 
 class JobHandle(_Frozen):
     """A queued request: its id and the app-only URLs built from *our* configured queue host."""

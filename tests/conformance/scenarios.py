@@ -67,7 +67,7 @@ QUEUE = Call(
 )
 # Runs for a minute at CONFIG's time scale: long enough to be cancelled while queued or running.
 LONG = Call("emulator/slow", {"seconds": 3000, "steps": 1})
-CANCELLED = Failure(499, {"detail": "Request was cancelled by the client", "error_type": "client_cancelled"})
+CANCELLED = Failure(499, {"detail": "Request cancelled by the client.", "error_type": "client_cancelled"})
 ALREADY_COMPLETED = Failure(400, {"status": "ALREADY_COMPLETED"})
 
 # -- run and stream ------------------------------------------------------------------------------

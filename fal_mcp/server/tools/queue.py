@@ -215,16 +215,15 @@ async def queue_status(
     endpoint_id: OptionalEndpoint = None,
     logs: Annotated[bool, Field(description="Include recent log lines")] = False,
 ) -> StatusOutput:
-    """A queued job's status now: IN_QUEUE (with position), IN_PROGRESS or COMPLETED."""
+    """A queued job's status now: IN_QUEUE (with position), IN_PROGRESS, COMPLETED, FAILED or CANCELLED."""
     call = await Call.start(ctx, "queue_status")
     request_id, endpoint = await call.jobs.resolve_endpoint(request_id, endpoint_id)
     status = await call.jobs.status(endpoint, request_id, logs=logs)
-    failed = status.status == "COMPLETED" and status.error
     metrics = status.metrics or {}
     return StatusOutput(
         request_id=request_id,
         endpoint_id=endpoint,
-        status="FAILED" if failed else status.status,
+        status="CANCELLED" if status.cancelled else "FAILED" if status.failed else status.status,
         queue_position=status.queue_position,
         logs=[entry.message for entry in (status.logs or [])][-20:],
         error=status.error,
