@@ -1,11 +1,17 @@
 """The paid job, end to end, with no MCP in it: where a paid request is sent, recorded and followed.
 
 A :class:`JobService` is one caller's jobs: their fal client, their view of the ledger, the settings
-and a progress sink. Every paid request is recorded through it — :meth:`JobService.reuse_or_submit` and
-:meth:`JobService.submit` (queue; the only place a queue submit is sent), :meth:`JobService.run`
-(direct run), :meth:`JobService.stream` and :meth:`JobService.realtime`. Whether a call may pay at all is the spend
-gate's answer (``fal_mcp.spend`` decides, ``fal_mcp.server.spending`` asks the user): every paying
-method takes it as its ``authorize`` step and calls it before anything is recorded or sent.
+and a progress sink. A paid call goes through it in two steps:
+
+1. :meth:`JobService.plan` — every check that costs nothing: values, the model's schema, local files,
+   the cost estimate. A bad input is refused here, before anything else happens.
+2. a paying method with that plan — :meth:`JobService.reuse_or_submit` / :meth:`JobService.submit`
+   (queue), :meth:`JobService.run`, :meth:`JobService.stream`, :meth:`JobService.realtime` — which first
+   clears the spend (:meth:`JobService.clear_to_pay`: ``fal_mcp.spend`` decides against the limits and
+   budgets; when it says "ask", the caller's ``approve`` step asks the user — the MCP face does that with
+   a form or a one-time token), then uploads the local files, then records and sends. These are the only
+   places fal_mcp sends a paid request.
+
 The rules kept here:
 
 * the intent is on the ledger before the request leaves, fal's request id right after;
@@ -32,12 +38,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
+from fal_mcp.digest import input_digest
 from fal_mcp.failures import ToolFailure
 from fal_mcp.fal import errors as fe
 from fal_mcp.fal.endpoint import EndpointId, check_request_id
+from fal_mcp.inputs import PreparedInput, check_input, plan_input, upload_local_files
 from fal_mcp.log import get_logger
+from fal_mcp.spend import Decision, Quote, Spent, Verdict, decide, format_usd, price_drivers
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from anyio.abc import TaskGroup
 
     from fal_mcp.config import Settings
@@ -59,9 +70,50 @@ class Progress(Protocol):
     def heartbeat(self) -> AbstractAsyncContextManager[None]: ...
 
 
-# The spend gate's go-ahead for one call (limits, budgets, approval; then local files uploaded): it
-# raises the refusal, or returns the input(s) to send. Every paying method here calls it first.
-Authorize = Callable[[], Awaitable[Any]]
+# Asks the user to approve a call fal_mcp.spend says needs approval; returns when approved, raises the
+# refusal otherwise (declined, or a one-time token to call again with). The MCP face provides it.
+Approve = Callable[["PaidPlan", "Decision"], Awaitable[None]]
+DAY_SECONDS = 86400.0
+
+
+@dataclass
+class PaidPlan:
+    """A paid call's checked inputs and their quote; ``spent`` is what the budgets knew before it."""
+
+    inputs: list[PreparedInput]
+    quote: Quote
+    spent: Spent | None = None
+
+    @property
+    def endpoint_id(self) -> str:
+        return self.quote.endpoint_id
+
+    @property
+    def budget_after(self) -> Spent | None:
+        if self.spent is None:
+            return None
+        usd = self.quote.usd or 0.0
+        return Spent(self.spent.today_usd + usd, self.spent.session_usd + usd)
+
+
+def quote_of(endpoint_id: str, inputs: list[PreparedInput]) -> Quote:
+    """One quote for a call: a single input's, or the sum over a realtime call's inputs (unknown if any is)."""
+    if len(inputs) == 1:
+        only = inputs[0]
+        return Quote(endpoint_id, only.digest, only.cost_estimate_usd, only.cost_basis, price_drivers(only.data))
+    costs = [p.cost_estimate_usd for p in inputs]
+    unknown = next((p.cost_basis for p in inputs if p.cost_estimate_usd is None), None)
+    usd = None if unknown is not None else round(sum(c or 0.0 for c in costs), 6)
+    basis = unknown or f"{len(inputs)} inputs"
+    digest = input_digest([p.digest for p in inputs])
+    return Quote(endpoint_id, digest, usd, basis, {"inputs": len(inputs)})
+
+
+def describe(quote: Quote) -> str:
+    """``endpoint (about $0.04; per image; num_images=1)`` — a quote as people read it."""
+    cost = "cost unknown" if quote.usd is None else f"about {format_usd(quote.usd)}"
+    drivers = ", ".join(f"{k}={v}" for k, v in quote.drivers.items())
+    return f"{quote.endpoint_id} ({cost}; {quote.basis}{'; ' + drivers if drivers else ''})"
 
 
 class Silent:
@@ -257,6 +309,7 @@ class JobService:
     tool: str
     locks: SubmitLocks
     background: TaskGroup | None = None  # where lost submits are looked up later (the server's lifespan)
+    session_started_at: float = 0.0  # what FAL_MCP_BUDGET_USD_PER_SESSION counts from
 
     # -- which job ------------------------------------------------------------------------------
     async def resolve_endpoint(self, request_id: str, endpoint_id: str | None) -> tuple[str, str]:
@@ -273,24 +326,70 @@ class JobService:
             )
         return request_id, record.endpoint_id
 
+    # -- before paying: checks that cost nothing, then the spend -------------------------------
+    async def plan(self, endpoint_id: str, data: list[dict[str, Any]], *, roots: tuple[Path, ...]) -> PaidPlan:
+        """Every check that needs no money, for each input: values, schema, local files, cost."""
+        inputs = [await plan_input(self.fal, self.settings, endpoint_id, item, roots=roots) for item in data]
+        for prepared in inputs:
+            await check_input(self.fal, self.settings, prepared)
+        return PaidPlan(inputs, quote_of(endpoint_id, inputs))
+
+    async def spent(self) -> Spent | None:
+        """What the budgets count as spent (from the ledger); ``None`` when no budget is set.
+
+        With a budget set and no ledger to read, nothing can be checked, so the call is refused.
+        """
+        if not self.settings.spend_limits.budgeted:
+            return None
+        if not self.ledger.available:
+            raise ToolFailure(
+                "refused: a spend budget is set but the job ledger that records spending is unavailable "
+                f"({self.ledger.error}), so the budget cannot be checked. Nothing was submitted or charged.",
+                kind="budget",
+                next_step="Call again in a minute (the ledger is retried); the user can fix or unset the ledger path.",
+            )
+        today = await self.ledger.spent_since(time.time() - DAY_SECONDS)
+        session = await self.ledger.spent_since(self.session_started_at)
+        return Spent(round(today, 6), round(session, 6))
+
+    async def decision(self, plan: PaidPlan) -> Decision | None:
+        """``fal_mcp.spend``'s verdict on this plan against the limits and budgets (``None``: none are set)."""
+        limits = self.settings.spend_limits
+        if not limits.any:
+            return None
+        plan.spent = await self.spent()
+        return decide(limits, plan.quote, plan.spent or Spent())
+
+    async def clear_to_pay(self, plan: PaidPlan, approve: Approve) -> list[dict[str, Any]]:
+        """The last step before a paid request: refuse over a limit or budget, ask ``approve`` when the
+        decision is "ask", then upload the local files; the inputs to send."""
+        decision = await self.decision(plan)
+        if decision is not None and decision.verdict is Verdict.REFUSE:
+            limits = self.settings.spend_limits
+            raise ToolFailure(
+                f"refused: {decision.reason}. Nothing was submitted or charged.",
+                kind=decision.kind,
+                endpoint_id=plan.endpoint_id,
+                cost_estimate_usd=plan.quote.usd,
+                limit_usd=limits.max_cost_usd if decision.kind == "cost_limit" else None,
+            )
+        if decision is not None and decision.verdict is Verdict.ASK:
+            await approve(plan, decision)
+        for prepared in plan.inputs:
+            await upload_local_files(self.fal, prepared)
+        return [prepared.data for prepared in plan.inputs]
+
     # -- paying ---------------------------------------------------------------------------------
     async def reuse_or_submit(
-        self,
-        endpoint_id: str,
-        *,
-        digest: str,
-        cost_estimate_usd: float | None,
-        authorize: Authorize,
-        fresh: bool,
-        **options: Any,
+        self, plan: PaidPlan, *, approve: Approve, fresh: bool, **options: Any
     ) -> tuple[str, bool]:
         """(request_id, reattached): an identical running or recent job of this caller, else a new submission.
 
         Identical calls racing each other queue on one lock, and on a lease in the ledger when they come from
-        different processes sharing it, so the second re-attaches to the first's job. A new submission
-        passes ``authorize`` first (the spend gate: limits, budgets, approval; then uploads), which gives
-        the input to send.
+        different processes sharing it, so the second re-attaches to the first's job (nothing to approve:
+        no new charge). A new submission is cleared to pay first (:meth:`clear_to_pay`).
         """
+        endpoint_id, digest = plan.endpoint_id, plan.quote.digest
         async with self.locks.lock(self.ledger.owner, endpoint_id, digest), self.submit_lease(endpoint_id, digest):
             if not fresh:
                 window = self.settings.reuse_window_seconds
@@ -299,9 +398,7 @@ class JobService:
                     await self.progress.report(f"re-attaching to identical job {earlier.request_id} (no new charge)")
                     return earlier.request_id, True
                 await self._refuse_while_unknown(endpoint_id, digest)
-            handle = await self.submit(
-                endpoint_id, authorize=authorize, cost_estimate_usd=cost_estimate_usd, digest=digest, **options
-            )
+            handle = await self.submit(plan, approve=approve, **options)
             return handle.request_id, False
 
     async def _refuse_while_unknown(self, endpoint_id: str, digest: str) -> None:
@@ -350,25 +447,17 @@ class JobService:
                 kind="busy",
             ) from None
 
-    async def submit(
-        self,
-        endpoint_id: str,
-        *,
-        authorize: Authorize,
-        cost_estimate_usd: float | None = None,
-        digest: str | None = None,
-        **options: Any,
-    ) -> Any:
-        """Authorize, then submit through the ledger: the intent is on disk before the request leaves, the id
-        right after."""
-        data = await authorize()
-        ledger = self.ledger
+    async def submit(self, plan: PaidPlan, *, approve: Approve, **options: Any) -> Any:
+        """Clear to pay, then submit through the ledger: the intent is on disk before the request leaves, the
+        id right after."""
+        [data] = await self.clear_to_pay(plan, approve)
+        endpoint_id, ledger = plan.endpoint_id, self.ledger
         intent = await ledger.record_intent(
             endpoint_id,
             data,
             self.tool,
-            cost_estimate_usd=cost_estimate_usd,
-            digest=digest,
+            cost_estimate_usd=plan.quote.usd,
+            digest=plan.quote.digest,
             webhook_url=options.get("webhook_url"),
         )
         await self.progress.report(f"submitting to {endpoint_id}")
@@ -403,13 +492,13 @@ class JobService:
         log.warning("job.submit_outcome_unknown", tool=self.tool, endpoint_id=endpoint_id, job_id=intent)
         return outcome_unknown_failure(exc, intent, checking)
 
-    async def run(self, endpoint_id: str, *, authorize: Authorize, cost_estimate_usd: float | None = None) -> RunResult:
-        """A direct run is a paid job too: authorized, then recorded so jobs_list shows it (no resume: fal
-        can't resume runs)."""
-        data = await authorize()
-        await self.progress.report(f"running {endpoint_id}")
+    async def run(self, plan: PaidPlan, *, approve: Approve) -> RunResult:
+        """A direct run is a paid job too: cleared to pay, then recorded so jobs_list shows it (no resume:
+        fal can't resume runs)."""
+        [data] = await self.clear_to_pay(plan, approve)
+        await self.progress.report(f"running {plan.endpoint_id}")
         async with self.progress.heartbeat():
-            return await self._run(endpoint_id, data, cost_estimate_usd)
+            return await self._run(plan.endpoint_id, data, plan.quote.usd)
 
     async def _run(self, endpoint_id: str, data: dict[str, Any], cost_estimate_usd: float | None) -> RunResult:
         from fal_mcp.fal.queue import may_have_reached_fal
@@ -444,10 +533,10 @@ class JobService:
             )
         return result
 
-    async def stream(self, endpoint_id: str, *, authorize: Authorize, cost_estimate_usd: float | None) -> Streamed:
+    async def stream(self, plan: PaidPlan, *, approve: Approve) -> Streamed:
         """Run a streaming model: each partial output goes out as progress; returns the last one."""
-        streamed = Streamed()
-        async with self._direct(endpoint_id, authorize, cost_estimate_usd) as data, self.progress.heartbeat():
+        streamed, endpoint_id = Streamed(), plan.endpoint_id
+        async with self._direct(plan, approve) as [data], self.progress.heartbeat():
             with _no_such_mode(endpoint_id, "streaming"):
                 async for event in self.fal.runs.stream(endpoint_id, data, **self.settings.privacy_options()):
                     streamed.events += 1
@@ -457,11 +546,11 @@ class JobService:
                 raise ToolFailure(f"{endpoint_id} closed its stream without any output", kind="fal_error")
         return streamed
 
-    async def realtime(
-        self, endpoint_id: str, *, authorize: Authorize, cost_estimate_usd: float | None
-    ) -> list[dict[str, Any]]:
-        """Send every authorized input over one realtime WebSocket connection; outputs in order, each reported."""
-        async with self._direct(endpoint_id, authorize, cost_estimate_usd) as inputs:
+    async def realtime(self, plan: PaidPlan, *, approve: Approve) -> list[dict[str, Any]]:
+        """Send every input over one realtime WebSocket connection; outputs in order, each reported. Limits,
+        budgets and approval hold for the whole call: the sum over its inputs, before the connection opens."""
+        endpoint_id = plan.endpoint_id
+        async with self._direct(plan, approve) as inputs:
 
             async def received(done: int, _output: dict[str, Any]) -> None:
                 await self.progress.report(f"output {done}/{len(inputs)}", steps=(done, len(inputs)))
@@ -472,16 +561,15 @@ class JobService:
                     return await self.fal.realtime.run_many(endpoint_id, inputs, on_output=received)
 
     @asynccontextmanager
-    async def _direct(
-        self, endpoint_id: str, authorize: Authorize, cost_estimate_usd: float | None
-    ) -> AsyncIterator[Any]:
-        """A stream or realtime call fal gives no request id for: authorized, then on the ledger (jobs_list,
-        budgets) all the same. Yields the input(s) to send."""
-        data = await authorize()
+    async def _direct(self, plan: PaidPlan, approve: Approve) -> AsyncIterator[list[dict[str, Any]]]:
+        """A stream or realtime call fal gives no request id for: cleared to pay, then on the ledger (jobs_list,
+        budgets) all the same. Yields the inputs to send."""
+        inputs = await self.clear_to_pay(plan, approve)
         ledger = self.ledger
-        intent = await ledger.record_intent(endpoint_id, data, self.tool, cost_estimate_usd=cost_estimate_usd)
+        data: Any = inputs[0] if len(inputs) == 1 else inputs
+        intent = await ledger.record_intent(plan.endpoint_id, data, self.tool, cost_estimate_usd=plan.quote.usd)
         try:
-            yield data
+            yield inputs
         except BaseException as exc:
             reason = getattr(exc, "message", None) or type(exc).__name__
             await recorded(ledger.finish_direct(intent, failed=reason), intent=intent)

@@ -119,7 +119,7 @@ def describe(exc: BaseException) -> tuple[str, str, dict[str, Any]]:
         return next((d for d in described if d[0] != "internal"), ("internal", "", {}))
     if isinstance(exc, ToolFailure):
         return exc.kind, exc.message, exc.details
-    from fal_mcp.server.guards import GuardError  # local: guards pull in more than errors need
+    from fal_mcp.guards import GuardError  # local: guards pull in more than errors need
 
     if isinstance(exc, GuardError):
         return "refused", str(exc), {}

@@ -29,7 +29,7 @@ from fal_mcp.server.provenance import FileType, clean_text
 from fal_mcp.spend import format_usd
 
 if TYPE_CHECKING:
-    from fal_mcp.server.guards import OutputDirectory
+    from fal_mcp.guards import OutputDirectory
     from fal_mcp.server.outputs import JobOutput
     from fal_mcp.server.saving import JobFacts
 

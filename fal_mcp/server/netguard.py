@@ -28,8 +28,8 @@ import httpcore2
 import httpx2
 
 from fal_mcp.fal.hosts import FalHosts
+from fal_mcp.guards import GuardError, sanitize_file_name
 from fal_mcp.log import get_logger
-from fal_mcp.server.guards import GuardError, sanitize_file_name
 
 log = get_logger(__name__)
 

@@ -25,8 +25,8 @@ from fal_mcp.server.posters import previewable, still_image
 from fal_mcp.spend import format_usd
 
 if TYPE_CHECKING:
+    from fal_mcp.guards import FilePolicy
     from fal_mcp.naming import NameTemplate
-    from fal_mcp.server.guards import FilePolicy
     from fal_mcp.server.jobs import Call
 
 log = get_logger(__name__)
@@ -286,7 +286,7 @@ async def thumbnails(call: Call, files: list[OutputFile]) -> list[ImageContent]:
 
 
 def output_policy(call: Call, roots: tuple[Path, ...]) -> FilePolicy:
-    from fal_mcp.server.guards import FilePolicy
+    from fal_mcp.guards import FilePolicy
 
     settings = call.state.settings
     return FilePolicy(roots=roots, allow_dotfiles=settings.allow_dotfiles, max_read_bytes=settings.max_upload_bytes)
@@ -294,7 +294,7 @@ def output_policy(call: Call, roots: tuple[Path, ...]) -> FilePolicy:
 
 async def check_download_dir(call: Call, download_dir: str) -> None:
     """Refuse (or create) ``download_dir`` before anything is paid for; saving checks it again."""
-    from fal_mcp.server.guards import open_output_dir
+    from fal_mcp.guards import open_output_dir
 
     roots = await call.state.roots(call.ctx)
     open_output_dir(output_policy(call, roots), download_dir, roots[0] if roots else Path.cwd()).close()
@@ -310,12 +310,12 @@ async def save_files(
 ) -> Path | None:
     """Save every output file into ``download_dir`` (inside the allowed roots), recording saved_path.
 
-    Files are created relative to the directory's descriptor (:class:`~fal_mcp.server.guards.OutputDirectory`),
+    Files are created relative to the directory's descriptor (:class:`~fal_mcp.guards.OutputDirectory`),
     so swapping the directory for a link mid-way cannot send a later file elsewhere. Naming, true
     extensions, provenance and the gallery live in :mod:`fal_mcp.server.saving`; returns the gallery
     page when it was updated.
     """
-    from fal_mcp.server.guards import open_output_dir
+    from fal_mcp.guards import open_output_dir
     from fal_mcp.server.saving import name_template as checked_template
     from fal_mcp.server.saving import save_job
 

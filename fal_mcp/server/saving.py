@@ -4,7 +4,7 @@ Each file is streamed into a hidden staging file, its true type is read from its
 get their provenance written in (:mod:`fal_mcp.server.provenance`), and only then does it appear under
 its predictable name (:mod:`fal_mcp.naming`), never overwriting anything. The job is then added to the
 folder's gallery (:mod:`fal_mcp.server.gallery`). Every file operation goes through the one writer
-primitive, :class:`~fal_mcp.server.guards.OutputDirectory` (relative to one opened directory descriptor).
+primitive, :class:`~fal_mcp.guards.OutputDirectory` (relative to one opened directory descriptor).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from fal_mcp.server.errors import ToolFailure
 from fal_mcp.server.provenance import HEAD_BYTES, FileType, Provenance, sniff, write_provenance
 
 if TYPE_CHECKING:
-    from fal_mcp.server.guards import OutputDirectory
+    from fal_mcp.guards import OutputDirectory
     from fal_mcp.server.jobs import Call
     from fal_mcp.server.outputs import JobOutput
 

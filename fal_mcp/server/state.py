@@ -199,6 +199,7 @@ class ServerState:
             tool=tool,
             locks=self.submit_locks,
             background=self.background,
+            session_started_at=self.started_at,
         )
         if service.ledger.available and time.monotonic() >= self._prune_at.get(owner, 0.0):
             self._prune_at[owner] = time.monotonic() + PRUNE_EVERY_SECONDS  # on first use, then this often
@@ -252,7 +253,7 @@ class ServerState:
     # -- roots -----------------------------------------------------------------------------------
     async def roots(self, ctx: Context | None) -> tuple[Path, ...]:
         """Directories files may be read from and written to: the client's roots, else the cwd, plus configured."""
-        from fal_mcp.server.guards import roots_from
+        from fal_mcp.guards import roots_from
 
         client_roots = await _client_roots(ctx, self._silent_roots) if ctx is not None else None
         if client_roots is UNANSWERED:

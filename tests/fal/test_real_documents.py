@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from fal_mcp.fal.schemas import build_example, find_file_fields, resolve_openapi
+from fal_mcp.inputs import validate_input
 from fal_mcp.server.errors import ToolFailure
-from fal_mcp.server.inputs import validate_input
 from tests.realdata import all_endpoint_ids, openapi_doc
 
 ENDPOINTS = all_endpoint_ids()

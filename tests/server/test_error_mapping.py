@@ -6,9 +6,9 @@ import pytest
 
 from fal_mcp.config import ConfigError
 from fal_mcp.fal import errors as fe
+from fal_mcp.guards import GuardError
 from fal_mcp.redact import register_secret
 from fal_mcp.server.errors import ERROR_KINDS, ToolFailure, failure_result, tool_errors
-from fal_mcp.server.guards import GuardError
 from tests.server.helpers import error_of
 
 SECRET = "kid-abcdef:sec-0123456789abcdef0123"

@@ -20,10 +20,11 @@ import pytest
 from mcp import Client
 from PIL import Image
 
+from fal_mcp import guards
 from fal_mcp.config import Settings
 from fal_mcp.emulator.server import EmulatorServer
 from fal_mcp.fal.storage import StorageAPI
-from fal_mcp.server import guards, netguard
+from fal_mcp.server import netguard
 from tests.server.conftest import make_server
 from tests.server.helpers import call, error_of, structured, text_of
 from tests.server.test_jobs import submissions

@@ -13,8 +13,8 @@ import anyio
 import pytest
 from mcp import Client
 
+from fal_mcp.guards import FilePolicy, open_output_dir
 from fal_mcp.server import gallery
-from fal_mcp.server.guards import FilePolicy, open_output_dir
 from fal_mcp.server.outputs import JobOutput, OutputFile
 from fal_mcp.server.saving import JobFacts
 from tests.browser import open_page

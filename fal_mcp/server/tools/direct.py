@@ -13,7 +13,7 @@ from fal_mcp.server import results
 from fal_mcp.server.errors import ToolFailure, tool_errors
 from fal_mcp.server.jobs import Call
 from fal_mcp.server.outputs import JobOutput, RealtimeOutput, StreamOutput
-from fal_mcp.server.spending import ConfirmToken, ManyApproval, OneApproval, authorizer, plan_paid, spend_note
+from fal_mcp.server.spending import ConfirmToken, ManyApproval, OneApproval, approver, spend_note
 
 PAID = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True)
 EndpointArg = Annotated[str, Field(description="Model endpoint id, e.g. fal-ai/flux/dev")]
@@ -33,17 +33,15 @@ async def fal_run(
     Costs money: bills the user's fal account (may ask approval)."""
     endpoint = parse_endpoint(endpoint_id)
     call = await Call.start(ctx, "fal_run")
-    plan = await plan_paid(call, endpoint, [input], roots=await call.state.roots(ctx))
-    cost = plan.inputs[0].cost_estimate_usd
-    authorize = authorizer(call, plan, approval, confirm_token)
-    run = await call.jobs.run(endpoint, authorize=authorize, cost_estimate_usd=cost)
+    plan = await call.jobs.plan(endpoint, [input], roots=await call.state.roots(ctx))
+    run = await call.jobs.run(plan, approve=approver(call, approval, confirm_token))
     job = JobOutput(
         status="COMPLETED",
         endpoint_id=endpoint,
         request_id=run.request_id,
         output=run.data,
         elapsed_seconds=call.elapsed(),
-        cost_estimate_usd=cost,
+        cost_estimate_usd=plan.quote.usd,
         spend=spend_note(call, plan),
     )
     return await results.job_result(call, job)
@@ -61,10 +59,8 @@ async def fal_stream(
     Costs money: bills the user's fal account (may ask approval)."""
     endpoint = parse_endpoint(endpoint_id)
     call = await Call.start(ctx, "fal_stream")
-    plan = await plan_paid(call, endpoint, [input], roots=await call.state.roots(ctx))
-    cost = plan.inputs[0].cost_estimate_usd
-    authorize = authorizer(call, plan, approval, confirm_token)
-    streamed = await call.jobs.stream(endpoint, authorize=authorize, cost_estimate_usd=cost)
+    plan = await call.jobs.plan(endpoint, [input], roots=await call.state.roots(ctx))
+    streamed = await call.jobs.stream(plan, approve=approver(call, approval, confirm_token))
     return results.stream_result(
         call,
         StreamOutput(
@@ -72,7 +68,7 @@ async def fal_stream(
             output=streamed.last,
             events=streamed.events,
             files=results.find_files(streamed.last),
-            cost_estimate_usd=cost,
+            cost_estimate_usd=plan.quote.usd,
             spend=spend_note(call, plan),
         ),
     )
@@ -92,17 +88,14 @@ async def fal_realtime(
     if len(inputs) > MAX_REALTIME_INPUTS:
         raise ToolFailure(f"at most {MAX_REALTIME_INPUTS} inputs per call, got {len(inputs)}", kind="invalid_argument")
     call = await Call.start(ctx, "fal_realtime")
-    # Limits, budgets and approval hold for the call: the sum over every input, before the connection opens.
-    plan = await plan_paid(call, endpoint, inputs, roots=await call.state.roots(ctx))
-    cost = plan.quote.usd
-    authorize = authorizer(call, plan, approval, confirm_token, many=True)
-    outputs = await call.jobs.realtime(endpoint, authorize=authorize, cost_estimate_usd=cost)
+    plan = await call.jobs.plan(endpoint, inputs, roots=await call.state.roots(ctx))
+    outputs = await call.jobs.realtime(plan, approve=approver(call, approval, confirm_token))
     files = [f for out in outputs for f in results.find_files(out)]
     return RealtimeOutput(
         endpoint_id=endpoint,
         outputs=[results.shorten_data_uris(o) for o in outputs],
         files=files[: results.MAX_FILES],
-        cost_estimate_usd=cost,
+        cost_estimate_usd=plan.quote.usd,
         spend=spend_note(call, plan),
     )
 

@@ -36,7 +36,7 @@ async def upload_file(
     settings = call.state.settings
     storage = call.fal.storage
     if path:
-        from fal_mcp.server.guards import FilePolicy, resolve_readable
+        from fal_mcp.guards import FilePolicy, resolve_readable
 
         roots = await call.state.roots(ctx)
         policy = FilePolicy(

@@ -22,8 +22,7 @@ from fal_mcp.server.spending import (
     ConfirmToken,
     OneApproval,
     SubscribeApproval,
-    authorizer,
-    plan_paid,
+    approver,
     spend_note,
 )
 from fal_mcp.server.state import fal_of
@@ -129,18 +128,12 @@ async def fal_subscribe(
     template = name_template(file_name_template, call.state.settings.file_name_template)
     if download_dir:  # a refused folder must refuse the call before it is paid for
         await results.check_download_dir(call, download_dir)
-    plan = await plan_paid(call, endpoint, [input], roots=await call.state.roots(ctx))
+    plan = await call.jobs.plan(endpoint, [input], roots=await call.state.roots(ctx))
     prepared = plan.inputs[0]
     privacy = call.state.settings.privacy_options(expiration_seconds, store_payload)
     options = {"priority": priority, "hint": hint, "start_timeout": start_timeout, **privacy}
 
-    pay = functools.partial(
-        call.jobs.reuse_or_submit,
-        endpoint,
-        digest=prepared.digest,
-        cost_estimate_usd=prepared.cost_estimate_usd,
-        authorize=authorizer(call, plan, approval, confirm_token),
-    )
+    pay = functools.partial(call.jobs.reuse_or_submit, plan, approve=approver(call, approval, confirm_token))
     request_id, reattached = await pay(fresh=fresh, **options)
     finish = functools.partial(
         _finish_or_report,
@@ -183,14 +176,12 @@ async def queue_submit(
     if webhook_url is not None and not webhook_url.lower().startswith(("https://", "http://")):
         raise ToolFailure("webhook_url must be an http(s) URL that fal can reach", kind="invalid_argument")
     call = await Call.start(ctx, "queue_submit")
-    plan = await plan_paid(call, endpoint, [input], roots=await call.state.roots(ctx))
+    plan = await call.jobs.plan(endpoint, [input], roots=await call.state.roots(ctx))
     prepared = plan.inputs[0]
 
     handle = await call.jobs.submit(
-        endpoint,
-        authorize=authorizer(call, plan, approval, confirm_token),
-        cost_estimate_usd=prepared.cost_estimate_usd,
-        digest=prepared.digest,
+        plan,
+        approve=approver(call, approval, confirm_token),
         webhook_url=webhook_url,
         priority=priority,
         hint=hint,

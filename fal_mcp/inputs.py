@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fal_mcp.digest import input_digest
+from fal_mcp.failures import ToolFailure
 from fal_mcp.fal import errors as fe
 from fal_mcp.fal.schemas import accept_null_for_optional, replace_values
 from fal_mcp.log import get_logger
-from fal_mcp.server.errors import ToolFailure
 
 if TYPE_CHECKING:
     from fal_mcp.config import Settings
@@ -66,7 +66,7 @@ def resolve_local_files(
 ) -> list[tuple[tuple[str | int, ...], Any]]:
     """(location, ReadableFile) for every local path in a file field, each checked by the file guard."""
     from fal_mcp.fal.schemas import find_file_values
-    from fal_mcp.server.guards import FilePolicy, resolve_readable
+    from fal_mcp.guards import FilePolicy, resolve_readable
 
     policy = FilePolicy(roots=roots, allow_dotfiles=settings.allow_dotfiles, max_read_bytes=settings.max_upload_bytes)
     base = roots[0] if roots else Path.cwd()

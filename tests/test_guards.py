@@ -20,8 +20,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from fal_mcp.fal.hosts import FalHosts
-from fal_mcp.server import netguard
-from fal_mcp.server.guards import (
+from fal_mcp.guards import (
     FilePolicy,
     GuardError,
     open_output_dir,
@@ -30,6 +29,7 @@ from fal_mcp.server.guards import (
     roots_from,
     sanitize_file_name,
 )
+from fal_mcp.server import netguard
 from fal_mcp.server.netguard import (
     FetchError,
     UrlPolicy,
@@ -364,7 +364,7 @@ def test_output_dir_walk_refuses_a_link_planted_between_check_and_open(
     policy: FilePolicy, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The folder is swapped for a link after the path was checked but before it is opened: refused."""
-    from fal_mcp.server import guards
+    from fal_mcp import guards
 
     (project / "out").mkdir()
     real_resolve = guards._resolve_loose
