@@ -42,7 +42,6 @@ from fal_mcp.digest import input_digest
 from fal_mcp.failures import ToolFailure
 from fal_mcp.fal import errors as fe
 from fal_mcp.fal.endpoint import EndpointId, check_request_id
-from fal_mcp.inputs import PreparedInput, check_input, plan_input, upload_local_files
 from fal_mcp.log import get_logger
 from fal_mcp.spend import Decision, Quote, Spent, Verdict, decide, format_usd, price_drivers
 
@@ -54,6 +53,7 @@ if TYPE_CHECKING:
     from fal_mcp.config import Settings
     from fal_mcp.fal.client import FalClient
     from fal_mcp.fal.models import RunResult
+    from fal_mcp.inputs import PreparedInput
     from fal_mcp.ledger import OwnedLedger
 
 log = get_logger(__name__)
@@ -329,6 +329,8 @@ class JobService:
     # -- before paying: checks that cost nothing, then the spend -------------------------------
     async def plan(self, endpoint_id: str, data: list[dict[str, Any]], *, roots: tuple[Path, ...]) -> PaidPlan:
         """Every check that needs no money, for each input: values, schema, local files, cost."""
+        from fal_mcp.inputs import check_input, plan_input  # on first paid call: start-up stays light
+
         inputs = [await plan_input(self.fal, self.settings, endpoint_id, item, roots=roots) for item in data]
         for prepared in inputs:
             await check_input(self.fal, self.settings, prepared)
@@ -363,6 +365,8 @@ class JobService:
     async def clear_to_pay(self, plan: PaidPlan, approve: Approve) -> list[dict[str, Any]]:
         """The last step before a paid request: refuse over a limit or budget, ask ``approve`` when the
         decision is "ask", then upload the local files; the inputs to send."""
+        from fal_mcp.inputs import upload_local_files
+
         decision = await self.decision(plan)
         if decision is not None and decision.verdict is Verdict.REFUSE:
             limits = self.settings.spend_limits
