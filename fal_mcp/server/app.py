@@ -159,6 +159,10 @@ class FalMCPServer(MCPServer):
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         self.ensure_tools()
+        if self._tool_manager.get_tool(name) is None:  # our error shape, not the SDK's bare "Unknown tool"
+            from fal_mcp.server.errors import unknown_tool_result
+
+            return unknown_tool_result(name, [tool.name for tool in self._tool_manager.list_tools()])
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as exc:

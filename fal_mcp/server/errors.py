@@ -238,6 +238,21 @@ def argument_error_result(tool: str, exc: Any, input_schema: dict[str, Any] | No
     )
 
 
+def unknown_tool_result(name: str, tools: list[str]) -> CallToolResult:
+    """A call to a tool this server does not have: which ones it has (the closest first), nothing run."""
+    import difflib
+
+    shown = name if len(name) <= 80 else name[:80] + "…"
+    close = difflib.get_close_matches(name.rsplit("__", 1)[-1], tools, n=1, cutoff=0.6)
+    hint = f"Did you mean {close[0]}? " if close else ""
+    log.info("tool.unknown", name=shown)
+    return error_result(
+        f"this server has no tool named {shown!r}; nothing was run or charged.",
+        kind="not_found",
+        next_step=f"{hint}Call one of this server's tools: {', '.join(tools)}.",
+    )
+
+
 def tool_errors(fn: Callable[P, Awaitable[Any]]) -> Callable[P, Awaitable[Any]]:
     """Turn any exception (but cancellation) raised by a tool into an actionable error result."""
 

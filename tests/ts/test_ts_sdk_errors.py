@@ -73,6 +73,11 @@ def test_error_is_returned_and_readable(
     assert_readable(session.client.call(tool, arguments), kind, *needles)
 
 
+def test_an_unknown_tool_is_not_found_and_names_the_real_tools(session: Session) -> None:
+    text = assert_readable(session.client.call("fal_generate", {"prompt": "x"}), "not_found", "fal_generate")
+    assert all(name in text for name in ALL_TOOLS), text
+
+
 def test_invalid_model_input_names_each_field_and_is_never_submitted(session: Session) -> None:
     data = {"prompt": f"x ({session.name})", "num_inference_steps": 500, "output_format": "gif"}
     call = session.client.call("fal_subscribe", {"endpoint_id": "fal-ai/flux/dev", "input": data})
