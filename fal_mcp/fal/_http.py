@@ -119,6 +119,13 @@ def _unsendable(method: str, url: str) -> InvalidArgumentError:
     )
 
 
+async def _read_and_close(response: httpx2.Response) -> None:
+    try:
+        await response.aread()
+    finally:
+        await response.aclose()
+
+
 def _json_or_text(response: httpx2.Response) -> tuple[Any, str]:
     text = response.text
     if "json" in response.headers.get("content-type", "") or text[:1] in '{["':
@@ -218,41 +225,17 @@ class FalHTTP:
         timeout: httpx2.Timeout | float | None = None,
     ) -> httpx2.Response:
         """Send with the retry policy; return a 2xx response (body read) or raise a :class:`FalError`."""
-        all_headers = {**(headers or {}), **self.auth_headers(auth, url)}
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = await self._send(
-                    url,
-                    lambda target: self.client.build_request(
-                        method,
-                        target,
-                        params=params,
-                        json=json_body,
-                        content=content,
-                        headers=all_headers,
-                        timeout=self._timeout_for(target, timeout),
-                    ),
-                )
-            except httpx2.LocalProtocolError:
-                raise _unsendable(method, url) from None
-            except httpx2.TransportError as exc:
-                if self._may_retry(mode, exc, attempt, url):
-                    await self._backoff(method, url, attempt, None, type(exc).__name__)
-                    continue
-                raise self.transport_error(exc, url) from None
-            self._unreachable.pop(urlsplit(url).netloc, None)
-            if response.is_success:
-                return response
-            body, text = _json_or_text(response)
-            if attempt < self.retry.max_attempts and self.retry.should_retry_response(
-                mode, response.status_code, response.headers, text
-            ):
-                retry_after = self.retry.retry_after(response.headers)
-                await self._backoff(method, url, attempt, retry_after, response.status_code)
-                continue
-            raise make_api_error(response.status_code, response.headers, body, text)
+        build = self._builder(
+            method,
+            url,
+            auth=auth,
+            params=params,
+            json_body=json_body,
+            content=content,
+            headers=headers,
+            timeout=timeout,
+        )
+        return await self._send_with_retries(method, url, build, mode=mode)
 
     async def request_json(self, method: str, url: str, **kwargs: Any) -> Any:
         response = await self.request(method, url, **kwargs)
@@ -281,23 +264,62 @@ class FalHTTP:
         timeout: httpx2.Timeout | float | None = None,
     ) -> AsyncIterator[httpx2.Response]:
         """Open a streaming response (SSE, downloads). Retries apply only until a 2xx response starts."""
+        build = self._builder(
+            method, url, auth=auth, params=params, json_body=json_body, content=None, headers=headers, timeout=timeout
+        )
+        response = await self._send_with_retries(method, url, build, mode=mode, stream=True)
+        try:
+            yield response
+        except httpx2.TransportError as exc:
+            raise self.transport_error(exc, url) from None
+        finally:
+            await response.aclose()
+
+    def _builder(
+        self,
+        method: str,
+        url: str,
+        *,
+        auth: AuthMode,
+        params: Mapping[str, Any] | list[tuple[str, Any]] | None,
+        json_body: Any,
+        content: bytes | None,
+        headers: Mapping[str, str] | None,
+        timeout: httpx2.Timeout | float | None,
+    ) -> Callable[[str], httpx2.Request]:
+        """Builds the request for a target URL (the main domain or its backup), the same on every attempt."""
         all_headers = {**(headers or {}), **self.auth_headers(auth, url)}
+
+        def build(target: str) -> httpx2.Request:
+            return self.client.build_request(
+                method,
+                target,
+                params=params,
+                json=json_body,
+                content=content,
+                headers=all_headers,
+                timeout=self._timeout_for(target, timeout),
+            )
+
+        return build
+
+    async def _send_with_retries(
+        self, method: str, url: str, build: Callable[[str], httpx2.Request], *, mode: RetryMode, stream: bool = False
+    ) -> httpx2.Response:
+        """The one retry loop: send until a 2xx response (returned; with ``stream`` its body is unread and the
+        caller closes it) or a final failure, raised as a :class:`FalError`.
+
+        A transport failure is sent again only when the policy allows it for ``mode`` (a submit only when it
+        provably never left, see :meth:`_may_retry`); an error status only when
+        :meth:`RetryPolicy.should_retry_response` says so; each retry first waits :meth:`RetryPolicy.delay`.
+        """
         attempt = 0
         while True:
             attempt += 1
             try:
-                response = await self._send(
-                    url,
-                    lambda target: self.client.build_request(
-                        method,
-                        target,
-                        params=params,
-                        json=json_body,
-                        headers=all_headers,
-                        timeout=self._timeout_for(target, timeout),
-                    ),
-                    stream=True,
-                )
+                response = await self._send(url, build, stream=stream)
+                if stream and not response.is_success:
+                    await _read_and_close(response)  # the error body decides, as in a plain request
             except httpx2.LocalProtocolError:
                 raise _unsendable(method, url) from None
             except httpx2.TransportError as exc:
@@ -306,25 +328,16 @@ class FalHTTP:
                     continue
                 raise self.transport_error(exc, url) from None
             self._unreachable.pop(urlsplit(url).netloc, None)
-            try:
-                if not response.is_success:
-                    await response.aread()
-                    body, text = _json_or_text(response)
-                    if attempt < self.retry.max_attempts and self.retry.should_retry_response(
-                        mode, response.status_code, response.headers, text
-                    ):
-                        retry_after = self.retry.retry_after(response.headers)
-                        await response.aclose()
-                        await self._backoff(method, url, attempt, retry_after, response.status_code)
-                        continue
-                    raise make_api_error(response.status_code, response.headers, body, text)
-                try:
-                    yield response
-                except httpx2.TransportError as exc:
-                    raise self.transport_error(exc, url) from None
-                return
-            finally:
-                await response.aclose()
+            if response.is_success:
+                return response
+            body, text = _json_or_text(response)
+            if attempt < self.retry.max_attempts and self.retry.should_retry_response(
+                mode, response.status_code, response.headers, text
+            ):
+                retry_after = self.retry.retry_after(response.headers)
+                await self._backoff(method, url, attempt, retry_after, response.status_code)
+                continue
+            raise make_api_error(response.status_code, response.headers, body, text)
 
     def _may_retry(self, mode: RetryMode, exc: Exception, attempt: int, url: str) -> bool:
         """The retry policy for a transport error, with a short budget for refused connections (see RetryPolicy)."""

@@ -15,7 +15,7 @@ from fal_mcp.emulator.server import EmulatorServer
 from fal_mcp.fal._http import FalHTTP, request_was_sent
 from fal_mcp.fal.auth import credentials_from_key
 from fal_mcp.fal.client import FalClient
-from fal_mcp.fal.errors import FalConnectionError, RateLimitError
+from fal_mcp.fal.errors import FalConnectionError, FalError, RateLimitError
 from fal_mcp.fal.hosts import FalHosts
 from fal_mcp.fal.retry import ReconcilePolicy, RetryMode, RetryPolicy
 from tests.fal.conftest import TEST_KEY, MakeEmulator
@@ -142,6 +142,44 @@ async def test_transport_errors_say_whether_the_request_may_have_arrived(make_em
         with pytest.raises(FalConnectionError) as caught:
             await http.request("POST", http.url("queue", "a/b"), mode=SUBMIT, json_body={})
         assert not request_was_sent(caught.value) and http.requests_sent == 3  # never arrived: retried
+
+
+# (fault on the next POST, mode, requests put on the wire, succeeds): one policy, whichever way the request goes
+PARITY = [
+    ("503", SUBMIT, 2, True),  # the edge had no upstream: nothing was queued, so even a submit goes again
+    ("502", SUBMIT, 1, False),  # the edge may have forwarded it: a submit is never repeated
+    ("502", IDEM, 2, True),
+    ("drop_after", SUBMIT, 1, False),  # processed, answer lost: not re-sent
+    ("drop_after", IDEM, 2, True),
+    ("drop_before", IDEM, 2, True),
+    ("429", NONE, 1, False),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("via", ["request", "stream"])
+@pytest.mark.parametrize(("fault", "mode", "sent", "succeeds"), PARITY)
+async def test_request_and_stream_follow_the_same_retry_policy(
+    make_emulator: MakeEmulator, via: str, fault: str, mode: RetryMode, sent: int, succeeds: bool
+) -> None:
+    server = make_emulator()
+    server.state.faults.add(fault, count=1, role="queue", method="POST")
+    async with http_for(server, RetryPolicy(max_attempts=3, base_delay=0.001)) as http:
+        url = http.url("queue", "emulator/slow")
+
+        async def send() -> dict:
+            if via == "request":
+                return (await http.request("POST", url, mode=mode, json_body={"seconds": 1})).json()
+            async with http.stream("POST", url, mode=mode, json_body={"seconds": 1}) as response:
+                await response.aread()
+                return response.json()
+
+        if succeeds:
+            assert (await send())["request_id"]
+        else:
+            with pytest.raises(FalError):
+                await send()
+        assert http.requests_sent == sent
 
 
 # -- fal's backup domains (fal_client 1.0.3: fal.run → falrun.com, queue.fal.run → queue.falrun.com) -------------
