@@ -663,13 +663,20 @@ class JobService:
         return output
 
     async def status(self, endpoint_id: str, request_id: str, *, logs: bool) -> Any:
-        """fal's status of the job now (recorded while it is unfinished; its result records the end)."""
+        """fal's status of the job now, recorded: unfinished with its queue position; a job that ended
+        cancelled or failed (say, cancelled from another client or fal's dashboard) as CANCELLED / FAILED.
+        A success is recorded with its result (queue_result), which has the output's files."""
         status = await self.fal.queue.status(endpoint_id, request_id, logs=logs)
-        if status.status != "COMPLETED":
-            await recorded(
-                self.ledger.update_status(request_id, status.status, queue_position=status.queue_position),
-                request_id=request_id,
+        if not status.completed:
+            update = self.ledger.update_status(request_id, status.status, queue_position=status.queue_position)
+        elif status.cancelled or status.failed:
+            ended = "CANCELLED" if status.cancelled else "FAILED"
+            update = self.ledger.update_status(
+                request_id, ended, error=status.error or status.error_type, error_type=status.error_type
             )
+        else:
+            return status
+        await recorded(update, request_id=request_id)
         return status
 
     async def cancel(self, endpoint_id: str, request_id: str, *, why: str) -> Any:

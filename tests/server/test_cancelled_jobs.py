@@ -96,3 +96,28 @@ async def test_fal_subscribe_whose_job_is_cancelled_says_so_and_a_new_call_runs_
 
 async def _done(outcome: dict) -> bool:
     return "result" in outcome
+
+
+async def test_a_job_cancelled_elsewhere_or_failed_is_recorded_by_queue_status(
+    server: FalMCPServer, emulator: EmulatorServer
+) -> None:
+    """Cancelled from another client (fal's dashboard, another agent) or failed: queue_status alone puts the
+    end on the ledger, so jobs_list stops calling it running."""
+    from tests.fal.conftest import make_client
+
+    async with Client(server) as client:
+        doomed = structured(await call(client, "queue_submit", {"endpoint_id": "emulator/slow", "input": SLOW}))
+        failing = {"seconds": 0.2, "steps": 1, "fail": True}
+        broken = structured(await call(client, "queue_submit", {"endpoint_id": "emulator/slow", "input": failing}))
+        await _running(client, doomed["request_id"])
+        async with make_client(emulator) as elsewhere:
+            await elsewhere.queue.cancel("emulator/slow", doomed["request_id"])
+
+        async def ended(request_id: str) -> bool:
+            status = structured(await call(client, "queue_status", {"request_id": request_id}))
+            return status["status"] not in ("IN_QUEUE", "IN_PROGRESS")
+
+        await eventually(lambda: ended(doomed["request_id"]))
+        await eventually(lambda: ended(broken["request_id"]))
+        assert await _ledger_status(client, doomed["request_id"]) == "CANCELLED"
+        assert await _ledger_status(client, broken["request_id"]) == "FAILED"
