@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+NOTHING_PAID = "Nothing was submitted or charged."  # said by every refusal before paying
+
 # Every error ``kind`` a tool can return (the skills document each one), with the default next step.
 NEXT_STEPS: dict[str, str] = {
     "invalid_argument": "Fix the argument(s) named above and call again.",

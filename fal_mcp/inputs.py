@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fal_mcp.digest import input_digest
-from fal_mcp.failures import ToolFailure
+from fal_mcp.failures import NOTHING_PAID, ToolFailure
 from fal_mcp.fal import errors as fe
 from fal_mcp.fal.schemas import accept_null_for_optional, replace_values
 from fal_mcp.log import get_logger
@@ -196,7 +196,7 @@ def check_sendable(data: Any) -> None:
         fields = ", ".join(p["field"] for p in problems)
         raise ToolFailure(
             f"input has values that cannot be sent to fal (NaN/Infinity, or integers beyond 64 bits) in: {fields}. "
-            "Nothing was submitted or charged.",
+            + NOTHING_PAID,
             kind="invalid_argument",
             fields=problems,
             next_step="Replace them with ordinary finite numbers and call again.",

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 
 from fal_mcp.digest import input_digest
-from fal_mcp.failures import ToolFailure
+from fal_mcp.failures import NOTHING_PAID, ToolFailure
 from fal_mcp.fal import errors as fe
 from fal_mcp.fal.endpoint import EndpointId, check_request_id
 from fal_mcp.log import get_logger
@@ -346,7 +346,7 @@ class JobService:
         if not self.ledger.available:
             raise ToolFailure(
                 "refused: a spend budget is set but the job ledger that records spending is unavailable "
-                f"({self.ledger.error}), so the budget cannot be checked. Nothing was submitted or charged.",
+                f"({self.ledger.error}), so the budget cannot be checked. {NOTHING_PAID}",
                 kind="budget",
                 next_step="Call again in a minute (the ledger is retried); the user can fix or unset the ledger path.",
             )
@@ -371,7 +371,7 @@ class JobService:
         if decision is not None and decision.verdict is Verdict.REFUSE:
             limits = self.settings.spend_limits
             raise ToolFailure(
-                f"refused: {decision.reason}. Nothing was submitted or charged.",
+                f"refused: {decision.reason}. {NOTHING_PAID}",
                 kind=decision.kind,
                 endpoint_id=plan.endpoint_id,
                 cost_estimate_usd=plan.quote.usd,

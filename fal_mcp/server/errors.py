@@ -31,7 +31,7 @@ import anyio
 from mcp.types import CallToolResult, TextContent
 
 from fal_mcp.config import ConfigError
-from fal_mcp.failures import ERROR_KINDS, NEXT_STEPS, ToolFailure
+from fal_mcp.failures import ERROR_KINDS, NEXT_STEPS, NOTHING_PAID, ToolFailure
 from fal_mcp.fal import errors as fe
 from fal_mcp.log import get_logger
 from fal_mcp.redact import redact, redact_value
@@ -231,7 +231,7 @@ def argument_error_result(tool: str, exc: Any, input_schema: dict[str, Any] | No
         fields.append(entry)
     names = ", ".join(f["field"] for f in fields[:5])
     return error_result(
-        f"invalid arguments for {tool}: {names}. Nothing was submitted or charged.",
+        f"invalid arguments for {tool}: {names}. {NOTHING_PAID}",
         kind="invalid_argument",
         tool=tool,
         fields=fields,

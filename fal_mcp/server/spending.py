@@ -22,6 +22,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.resolve import Elicit, Resolve
 from pydantic import BaseModel, Field
 
+from fal_mcp.failures import NOTHING_PAID
 from fal_mcp.job_service import Approve, PaidPlan, describe
 from fal_mcp.log import get_logger
 from fal_mcp.server.errors import ToolFailure
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 NOT_ASKED = "not asked"  # a resolver's outcome when it did not (or could not) show the form
-NOTHING_PAID = "Nothing was submitted or charged."
 
 
 class SpendApproval(BaseModel):
