@@ -162,6 +162,7 @@ def as_json(base_url: str) -> dict[str, Any]:
         "long": LONG,
         "run": RUN,
         "stream": STREAM,
+        "realtime": REALTIME,
         "invalid": INVALID,
         "unknown_app": UNKNOWN_APP,
     }

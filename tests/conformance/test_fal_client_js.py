@@ -2,7 +2,8 @@
 
 ``js/scenarios.mjs`` runs every scenario once against a plain-http emulator (its ``/proxy`` route honours
 ``x-fal-target-url``) and prints what the client returned or threw, one JSON line per scenario; the
-tests below assert on those lines against the shared expectations in ``scenarios.py``.
+tests below assert on those lines against the shared expectations in ``scenarios.py``. Realtime runs on
+Node 20 too: the harness gives fal-js the ``ws`` package's WebSocket when Node has none.
 """
 
 from __future__ import annotations
@@ -139,6 +140,36 @@ def test_client_side_stream_with_a_jwt(js: dict[str, dict[str, Any]]) -> None:
     """``connectionMode: "client"``: ``?fal_jwt_token=`` and no Authorization header."""
     outcome = result(js, "stream_client_side")
     assert outcome["done"] == s.STREAM.output and outcome["requestId"]
+
+
+def test_realtime(js: dict[str, dict[str, Any]], http_emulator: EmulatorServer) -> None:
+    """``fal.realtime.connect`` on Node 20 with the ``ws`` package as its WebSocket (see scenarios.mjs)."""
+    outcome = result(js, "realtime")
+    (url,) = outcome["urls"]  # one session for all three inputs; fal-js built fal's real URL
+    path, query = url.split("?", 1)
+    assert path == f"wss://fal.run/{s.REALTIME.endpoint_id}/realtime"
+    params = dict(pair.split("=", 1) for pair in query.split("&"))
+    assert params["max_buffering"] == "4" and params["fal_jwt_token"].count(".") == 2  # from POST /rest/tokens/
+    first = outcome["first"]["result"]
+    (image,) = first["images"]
+    assert {key: image[key] for key in s.REALTIME_IMAGE} == s.REALTIME_IMAGE
+    assert image["url"].startswith(f"{http_emulator.base_url}/cdn/files/")
+    assert outcome["image"]["pngSize"] == [s.REALTIME_IMAGE["width"], s.REALTIME_IMAGE["height"]]
+    invalid = outcome["invalid"]["error"]  # a bad input is answered with an error frame; the session stays open
+    assert invalid["isApiError"] is True and invalid["status"] == 400
+    assert invalid["body"]["type"] == "x-fal-error" and invalid["body"]["error"] == "VALIDATION_ERROR"
+    assert invalid["message"].startswith("VALIDATION_ERROR: ")
+    again = outcome["again"]["result"]
+    assert again["request_id"] == "second" and again["seed"] == s.REALTIME.input["seed"]
+
+
+def test_realtime_token_for_another_app_is_refused(js: dict[str, dict[str, Any]]) -> None:
+    outcome = result(js, "realtime_wrong_token")
+    assert outcome["asked"] == {"tokenFor": f"{s.REALTIME.endpoint_id}/realtime"}
+    # fal-js takes the Unauthorized frame (its "status": "error") as a re-auth signal, not an error; what it
+    # reports is the 1008 close that follows.
+    refused = outcome["refused"]["error"]
+    assert refused["isApiError"] is True and refused["status"] == 1008, refused
 
 
 def test_storage_upload_round_trip(js: dict[str, dict[str, Any]], http_emulator: EmulatorServer) -> None:

@@ -7,9 +7,26 @@
 
 import { createHash } from "node:crypto";
 import { fal, ApiError, ValidationError } from "@fal-ai/client";
+import { WebSocket as WsWebSocket } from "ws";
 
 const input = JSON.parse(await readStdin());
 const { base_url: baseUrl, calls } = input;
+
+// fal-js's realtime uses the global WebSocket, which Node 20 lacks (Node 22 has one): like any Node-20
+// user, give it the `ws` package's.
+if (typeof globalThis.WebSocket === "undefined") globalThis.WebSocket = WsWebSocket;
+
+// fal-js opens realtime sessions on wss://fal.run/… (no setting moves it, and the proxy cannot carry a
+// WebSocket); the emulator serves fal.run under /run, so those sessions go there, as FAL_RUN_HOST does for
+// fal_client. Everything else about the socket is the platform's. The URLs fal-js asked for are kept.
+const openedUrls = [];
+const PlatformWebSocket = globalThis.WebSocket;
+globalThis.WebSocket = class extends PlatformWebSocket {
+  constructor(url, protocols) {
+    openedUrls.push(String(url));
+    super(String(url).replace(/^wss:\/\/fal\.run\//, `${baseUrl.replace(/^http/, "ws")}/run/`), protocols);
+  }
+};
 
 // Outside a browser the proxy applies only with `when: "always"`.
 fal.config({ proxyUrl: { url: `${baseUrl}/proxy`, when: "always" }, credentials: input.key });
@@ -76,6 +93,29 @@ async function waitCompleted(endpointId, requestId) {
     if (status.status === "COMPLETED") return status;
     await sleep(10);
   }
+}
+
+/** Replies a callback receives, awaited one at a time (failing after `ms` if none comes). */
+function inbox(ms = 20000) {
+  const waiting = [];
+  const readers = [];
+  return {
+    push(item) {
+      const reader = readers.shift();
+      if (reader) reader(item);
+      else waiting.push(item);
+    },
+    next() {
+      if (waiting.length) return Promise.resolve(waiting.shift());
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no reply within ${ms} ms`)), ms);
+        readers.push((item) => {
+          clearTimeout(timer);
+          resolve(item);
+        });
+      });
+    },
+  };
 }
 
 async function subscribe(mode) {
@@ -189,6 +229,54 @@ const scenarios = {
     });
     const done = await stream.done();
     return { done, requestId: stream.requestId };
+  },
+
+  async realtime() {
+    // One session: a good input, a bad one (an error frame; the session stays open), then a tagged one.
+    const { endpoint_id: endpointId, input: callInput } = calls.realtime;
+    const replies = inbox();
+    const connection = fal.realtime.connect(endpointId, {
+      maxBuffering: 4,
+      throttleInterval: 0, // every send goes out (the default 128 ms throttle keeps only the latest)
+      onResult: (result) => replies.push({ result }),
+      onError: (error) => replies.push({ error: describeError(error) }),
+    });
+    const answers = [];
+    for (const message of [callInput, { prompt: 5 }, { ...callInput, request_id: "second" }]) {
+      connection.send(message);
+      answers.push(await replies.next());
+    }
+    connection.close();
+    const [first, invalid, again] = answers;
+    const image = first.result ? await download(first.result.images[0].url) : null;
+    return { first, invalid, again, image, urls: openedUrls };
+  },
+
+  async realtime_wrong_token() {
+    // The recommended tokenProvider, here handing over a token for another app (fetched as a user's
+    // backend would, with the key): the session is refused, and fal-js reports it through onError.
+    const { endpoint_id: endpointId, input: callInput } = calls.realtime;
+    const response = await fetch(`${baseUrl}/rest/tokens/`, {
+      method: "POST",
+      headers: { authorization: `Key ${input.key}`, "content-type": "application/json" },
+      body: JSON.stringify({ allowed_apps: ["some-other-app"], token_expiration: 60 }),
+    });
+    const token = await response.json();
+    const replies = inbox();
+    const connection = fal.realtime.connect(endpointId, {
+      throttleInterval: 0,
+      tokenProvider: async (app) => {
+        replies.push({ tokenFor: app });
+        return token;
+      },
+      onResult: (result) => replies.push({ result }),
+      onError: (error) => replies.push({ error: describeError(error) }),
+    });
+    connection.send(callInput);
+    const asked = await replies.next();
+    const refused = await replies.next();
+    connection.close();
+    return { asked, refused };
   },
 
   async storage() {
