@@ -27,8 +27,9 @@ NODE_TIMEOUT_SECONDS = 90
 @pytest.fixture(scope="module")
 def js(http_emulator: EmulatorServer) -> dict[str, dict[str, Any]]:
     """Each scenario's report, by name; a scenario that threw fails its test with the error."""
-    if not (JS_DIR / "node_modules" / "@fal-ai" / "client").is_dir():
-        pytest.fail("@fal-ai/client is not installed: run `npm ci --prefix tests/conformance/js`")
+    wanted = json.loads((JS_DIR / "package.json").read_text())["dependencies"]
+    if missing := [name for name in wanted if not (JS_DIR / "node_modules" / name).is_dir()]:
+        pytest.fail(f"{', '.join(missing)} not installed: run `npm ci --prefix tests/conformance/js`")
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is not on PATH (the JS conformance tests need Node.js 20+)")
