@@ -25,7 +25,7 @@ from fal_mcp.ledger import Ledger
 from fal_mcp.server import state as state_module
 from fal_mcp.server.state import ServerState
 from tests.server.conftest import TEST_KEY, make_server, owner_of
-from tests.server.helpers import call, error_of, structured, text_of
+from tests.server.helpers import call, error_of, eventually, structured, text_of
 from tests.server.test_jobs import submissions
 
 pytestmark = pytest.mark.anyio
@@ -308,3 +308,45 @@ async def test_a_lease_left_by_a_dead_process_makes_its_unanswered_submit_unknow
         jobs = structured(await call(client, "jobs_list", {}))["jobs"]
     dead = next(j for j in jobs if j["request_id"] is None)
     assert dead["status"] == "UNKNOWN" and "stopped before recording fal's answer" in dead["error"]
+
+
+async def test_a_real_server_process_outlives_a_held_half_migrated_ledger(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """Issue 9 #7 in a real ``fal-mcp`` process: its ledger is an old file missing columns, holding an
+    unresolved intent, and another process holds its write lock past the busy timeout while the server
+    starts and reconciles. The process stays up and says why; a paid call is refused with nothing sent;
+    once the lock is released the same process migrates the file, settles the old intent and pays again."""
+    ledger = tmp_path / "shared" / "ledger.sqlite3"
+    legacy_ledger(ledger, "local@" + emulator.base_url, missing=("body_digest", "error_type", "result_urls"))
+    blocker = sqlite3.connect(ledger, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    data = {"seconds": 1, "steps": 1, "fail": False, "tag": uuid.uuid4().hex}
+    args = {"endpoint_id": "emulator/slow", "input": data}
+    try:
+        async with Client(stdio_server(emulator, ledger, tmp_path / "home")) as client:
+            listed = structured(await call(client, "jobs_list", {}))  # waits out the busy timeout (5 s)
+            assert "unavailable" in listed["ledger"] and "locked" in listed["ledger"]
+            refused = await call(client, "fal_subscribe", args)
+            assert error_of(refused)["kind"] == "busy" and submissions(emulator, "emulator/slow", data) == 0
+            blocker.execute("COMMIT")
+
+            async def paid() -> bool:
+                result = await call(client, "fal_subscribe", args)
+                return not result.is_error and structured(result)["status"] == "COMPLETED"
+
+            await eventually(paid, timeout=30)  # the ledger is tried again every few seconds
+
+            async def settled() -> bool:
+                jobs = structured(await call(client, "jobs_list", {}))["jobs"]
+                return {j["status"] for j in jobs} == {"COMPLETED", "UNKNOWN"}
+
+            await eventually(settled, timeout=20)  # the old intent: not in fal's history, so UNKNOWN
+            assert (await client.list_tools()).tools  # the same process, still serving
+    finally:
+        if blocker.in_transaction:
+            blocker.execute("COMMIT")
+        blocker.close()
+    assert submissions(emulator, "emulator/slow", data) == 1
+    columns = {row[1] for row in sqlite3.connect(ledger).execute("PRAGMA table_info(jobs)")}
+    assert {"body_digest", "error_type", "result_urls"} <= columns
