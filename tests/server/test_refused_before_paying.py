@@ -63,3 +63,15 @@ async def test_a_refused_download_dir_has_submitted_nothing(
         result = await call(client, "fal_subscribe", args)
     assert error_of(result)["kind"] == "refused", text_of(result)
     assert emulator.state.submissions.total() == before
+
+
+async def test_a_budget_that_cannot_be_read_refuses_with_nothing_submitted(
+    settings: Settings, emulator: EmulatorServer, workdir: Path, tmp_path: Path
+) -> None:
+    """A budget is set but the ledger that records spending cannot be opened (here its path is a folder):
+    the budget is never taken as unspent, so the call is refused before anything is sent."""
+    before = emulator.state.submissions.total()
+    async with Client(make_server(settings, budget_usd_per_day=5.0, ledger_path=tmp_path)) as client:
+        result = await call(client, "fal_subscribe", {"endpoint_id": TEXT_TO_IMAGE, "input": {"prompt": prompt()}})
+    assert error_of(result)["kind"] == "budget" and "cannot be checked" in text_of(result), text_of(result)
+    assert emulator.state.submissions.total() == before
